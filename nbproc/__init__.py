@@ -1,0 +1,38 @@
+"""nbproc — process-based parallelism that works from Jupyter notebooks.
+
+A drop-in for the stdlib's :mod:`multiprocessing` (``import nbproc as multiprocessing``):
+the same names, signatures and semantics, with objects crossing process boundaries through
+cloudpickle, so functions, lambdas, closures and classes defined in a notebook cell work
+under every start method. The default start method is ``forkserver`` on Linux.
+
+As in the stdlib, the module-level functions are the bound methods of the default context.
+Importing nbproc imports neither IPython, ipywidgets nor dask.
+"""
+
+from __future__ import annotations
+
+import sys as _sys
+from typing import Any as _Any
+
+from . import context as _context
+from .serialization import SerializationError, get_serializer, set_serializer
+
+__version__ = "0.1.0"
+
+__all__ = [x for x in dir(_context._default_context) if not x.startswith("_")]
+globals().update((name, getattr(_context._default_context, name)) for name in __all__)
+__all__ += ["SerializationError", "set_serializer", "get_serializer", "load_ipython_extension"]
+
+SUBDEBUG = 5
+SUBWARNING = 25
+
+# As the stdlib does: lets a child that re-runs a script's main module find it under this name.
+if "__main__" in _sys.modules:
+    _sys.modules.setdefault("__mp_main__", _sys.modules["__main__"])
+
+
+def load_ipython_extension(ipython: _Any) -> None:
+    """``%load_ext nbproc``: imported lazily so that workers never import IPython."""
+    from .jupyter import load_ipython_extension as _load
+
+    _load(ipython)

@@ -1,0 +1,314 @@
+"""Contexts and start methods: ``get_context``, ``set_start_method`` and friends.
+
+As in the stdlib, every public name of the package is reachable from a context object, and a
+context fixes the start method of the processes (and of pools, queues, locks...) made through
+it. nbproc's contexts subclass the stdlib's ``BaseContext`` so that what nbproc reuses
+(``Lock``, ``Value``, ``Event``...) keeps the stdlib's semantics, and override what nbproc owns
+(Process launching, ``Pipe``, queues, ``Pool``, managers) so that those use nbproc's
+serialization.
+
+Default start method: ``forkserver`` on Linux — safe in a multi-threaded Jupyter kernel, where
+``fork`` can deadlock (Python 3.12+ warns, 3.14 made forkserver the Linux default) — and
+``spawn`` on macOS and Windows. ``fork`` stays available on request.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.context as _std
+import sys
+from multiprocessing import process, reduction
+from typing import Any
+
+from . import popen
+
+__all__ = [
+    "BaseContext",
+    "DefaultContext",
+    "ForkContext",
+    "SpawnContext",
+    "ForkServerContext",
+    "Process",
+    "ForkProcess",
+    "SpawnProcess",
+    "ForkServerProcess",
+    "ProcessError",
+    "BufferTooShort",
+    "TimeoutError",
+    "AuthenticationError",
+]
+
+ProcessError = _std.ProcessError
+BufferTooShort = _std.BufferTooShort
+TimeoutError = _std.TimeoutError
+AuthenticationError = _std.AuthenticationError
+
+
+def _apply_child_config(config: dict[str, Any]) -> None:
+    """In a freshly started child: adopt the parent's nbproc settings."""
+    from . import serialization
+
+    method = config.get("start_method")
+    if method in _concrete_contexts:
+        _default_context._actual_context = _concrete_contexts[method]
+    serializer = config.get("serializer")
+    if serializer and serializer != serialization.get_serializer():
+        serialization.set_serializer(serializer)
+
+
+class _NbprocProcess(process.BaseProcess):
+    """Base of nbproc's Process classes: applies nbproc's settings in the child."""
+
+    def _bootstrap(self, parent_sentinel: Any = None) -> int:
+        config = self.__dict__.pop("_nbproc_config", None)
+        if config:
+            _apply_child_config(config)
+        return super()._bootstrap(parent_sentinel)
+
+
+class ForkProcess(_NbprocProcess):
+    _start_method = "fork"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
+        return popen.ForkPopen(process_obj)
+
+
+class SpawnProcess(_NbprocProcess):
+    _start_method = "spawn"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+        return popen.SpawnPopen(process_obj)
+
+    @staticmethod
+    def _after_fork() -> None:
+        """A spawned child is no fork: nothing to re-initialise."""
+
+
+class ForkServerProcess(_NbprocProcess):
+    _start_method = "forkserver"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+        return popen.ForkServerPopen(process_obj)
+
+
+class Process(_NbprocProcess):
+    """``nbproc.Process``: started with the default context's start method at ``start()``."""
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+        return _default_context.get_context().Process._Popen(process_obj)
+
+    @staticmethod
+    def _after_fork() -> None:
+        return _default_context.get_context().Process._after_fork()
+
+
+class BaseContext(_std.BaseContext):
+    """Everything ``nbproc`` offers at module level, bound to one start method."""
+
+    ProcessError = ProcessError
+    BufferTooShort = BufferTooShort
+    TimeoutError = TimeoutError
+    AuthenticationError = AuthenticationError
+    _name: str = ""
+
+    # -- what nbproc owns -------------------------------------------------------------
+    def Pipe(self, duplex: bool = True) -> Any:  # noqa: N802
+        """Two connected :class:`nbproc.connection.Connection` objects."""
+        from .connection import Pipe
+
+        return Pipe(duplex)
+
+    def Queue(self, maxsize: int = 0) -> Any:  # noqa: N802
+        from .queues import Queue
+
+        return Queue(maxsize, ctx=self.get_context())
+
+    def JoinableQueue(self, maxsize: int = 0) -> Any:  # noqa: N802
+        from .queues import JoinableQueue
+
+        return JoinableQueue(maxsize, ctx=self.get_context())
+
+    def SimpleQueue(self) -> Any:  # noqa: N802
+        from .queues import SimpleQueue
+
+        return SimpleQueue(ctx=self.get_context())
+
+    def Pool(  # noqa: N802
+        self,
+        processes: int | None = None,
+        initializer: Any = None,
+        initargs: tuple = (),
+        maxtasksperchild: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        from .pool import Pool
+
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context(), **kwargs)
+
+    def Manager(self) -> Any:  # noqa: N802
+        from .managers import SyncManager
+
+        m = SyncManager(ctx=self.get_context())
+        m.start()
+        return m
+
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:  # noqa: N802
+        from .sharedctypes import RawValue
+
+        return RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:  # noqa: N802
+        from .sharedctypes import RawArray
+
+        return RawArray(typecode_or_type, size_or_initializer)
+
+    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:  # noqa: N802
+        from .sharedctypes import Value
+
+        return Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:  # noqa: N802
+        from .sharedctypes import Array
+
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
+
+    def freeze_support(self) -> None:
+        """Only meaningful for frozen Windows executables; harmless elsewhere (as documented)."""
+        if sys.platform == "win32" and getattr(sys, "frozen", False):  # pragma: no cover
+            from multiprocessing.spawn import freeze_support
+
+            freeze_support()
+
+    def get_logger(self) -> Any:
+        from .util import get_logger
+
+        return get_logger()
+
+    def log_to_stderr(self, level: Any = None) -> Any:
+        from .util import log_to_stderr
+
+        return log_to_stderr(level)
+
+    def allow_connection_pickling(self) -> None:
+        """Connections are always picklable in nbproc (they are registered with the serializer)."""
+        from . import connection  # noqa: F401
+
+    def set_executable(self, executable: str) -> None:
+        popen.set_executable(executable)
+
+    def set_forkserver_preload(self, module_names: list[str]) -> None:
+        popen.set_forkserver_preload(module_names)
+
+    # -- contexts and start methods -----------------------------------------------------
+    def get_context(self, method: str | None = None) -> BaseContext:
+        if method is None:
+            return self
+        try:
+            ctx = _concrete_contexts[method]
+        except KeyError:
+            raise ValueError(f"cannot find context for {method!r}") from None
+        ctx._check_available()
+        return ctx
+
+    def get_start_method(self, allow_none: bool = False) -> str:
+        return self._name
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        raise ValueError("cannot set start method of concrete context")
+
+    def get_all_start_methods(self) -> list[str]:
+        return _default_context.get_all_start_methods()
+
+    @property
+    def reducer(self) -> Any:
+        """The module that serializes for nbproc (``nbproc.reduction``)."""
+        from . import reduction as nb_reduction
+
+        return nb_reduction
+
+    @reducer.setter
+    def reducer(self, reduction: Any) -> None:
+        raise ValueError(
+            "nbproc serializes through nbproc.serialization; use nbproc.set_serializer('cloudpickle'|'dill'|'pickle')"
+        )
+
+    def _check_available(self) -> None:
+        pass
+
+
+class DefaultContext(BaseContext):
+    """The context behind the module-level API; its start method can be chosen once."""
+
+    Process = Process
+
+    def __init__(self, context: BaseContext) -> None:
+        self._default_context = context
+        self._actual_context: BaseContext | None = None
+
+    def get_context(self, method: str | None = None) -> BaseContext:
+        if method is None:
+            if self._actual_context is None:
+                self._actual_context = self._default_context
+            return self._actual_context
+        return super().get_context(method)
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        if self._actual_context is not None and not force:
+            raise RuntimeError("context has already been set")
+        if method is None and force:
+            self._actual_context = None
+            return
+        self._actual_context = self.get_context(method)
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:  # type: ignore[override]
+        if self._actual_context is None:
+            if allow_none:
+                return None
+            self._actual_context = self._default_context
+        return self._actual_context._name
+
+    def get_all_start_methods(self) -> list[str]:
+        """Available methods, the default first (as the stdlib does since 3.13)."""
+        if sys.platform == "win32":
+            return ["spawn"]
+        methods = ["fork", "spawn"]
+        if reduction.HAVE_SEND_HANDLE:
+            methods.append("forkserver")
+        default = self._default_context._name
+        return [default] + [m for m in methods if m != default]
+
+
+class ForkContext(BaseContext):
+    _name = "fork"
+    Process = ForkProcess
+
+
+class SpawnContext(BaseContext):
+    _name = "spawn"
+    Process = SpawnProcess
+
+
+class ForkServerContext(BaseContext):
+    _name = "forkserver"
+    Process = ForkServerProcess
+
+    def _check_available(self) -> None:
+        if not reduction.HAVE_SEND_HANDLE:
+            raise ValueError("forkserver start method not available")
+
+
+_concrete_contexts: dict[str, BaseContext] = {
+    "fork": ForkContext(),
+    "spawn": SpawnContext(),
+    "forkserver": ForkServerContext(),
+}
+
+if sys.platform == "linux" and reduction.HAVE_SEND_HANDLE:
+    _default_context = DefaultContext(_concrete_contexts["forkserver"])
+else:
+    _default_context = DefaultContext(_concrete_contexts["spawn"])

@@ -1,0 +1,252 @@
+"""The one place where nbproc turns objects into bytes and back.
+
+Why this module exists: the stdlib pickles functions and classes *by reference* (module +
+qualified name). A notebook cell's function lives in ``__main__``, which a spawned or
+forkserver child cannot import, and lambdas/closures never pickle at all. nbproc pickles with
+a :class:`cloudpickle.Pickler` subclass instead: importable objects still go through the C
+pickler (cloudpickle's ``reducer_override`` returns ``NotImplemented`` for them), interactive
+ones travel by value.
+
+Everything that crosses a process boundary in nbproc — Process objects at start, Connection
+``send``/``recv``, queue items, pool tasks and results, manager messages — calls :func:`dumps`
+/ :func:`loads` here, looked up at call time, so :func:`set_serializer` reaches all of them.
+
+Failures name their culprit: a :class:`SerializationError` says which argument, attribute or
+closure variable could not be pickled ("argument 1 of Process target: attribute `conn` of
+`MyState`: cannot pickle '_thread.lock' object").
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import pickle
+from collections import ChainMap
+from collections.abc import Callable, Iterator
+from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+import cloudpickle
+
+__all__ = [
+    "SerializationError",
+    "dumps",
+    "loads",
+    "dump",
+    "load",
+    "register",
+    "set_serializer",
+    "get_serializer",
+    "PROTOCOL",
+]
+
+#: Protocol 5 gives out-of-band buffers (PEP 574) for large binary payloads.
+PROTOCOL = 5
+
+# Reducers for process-shared objects (connections, locks, sockets...). The stdlib's
+# ForkingPickler keeps its own in ``_extra_reducers`` (sockets, connections, methods);
+# we consult ours first, then those, then cloudpickle's and copyreg's.
+_registry: dict[type, Callable[[Any], Any]] = {}
+
+
+class SerializationError(pickle.PicklingError, TypeError):
+    """An object could not be serialized; the message says which one and where it sat.
+
+    Subclasses both :class:`pickle.PicklingError` and :class:`TypeError` because the stdlib
+    raises either, depending on the object (``TypeError: cannot pickle '_thread.lock'
+    object``), and code written against ``multiprocessing`` catches either.
+    """
+
+
+def register(type_: type, reducer: Callable[[Any], Any]) -> None:
+    """Register ``reducer(obj) -> (callable, args)`` for instances of ``type_``.
+
+    Used for objects that are shared between processes rather than copied (connections,
+    semaphores, file descriptors): their reducer duplicates the handle for the child.
+    """
+    _registry[type_] = reducer
+
+
+class CloudPickler(cloudpickle.Pickler):
+    """cloudpickle plus the reducers for process-shared objects."""
+
+    dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
+
+
+class _DillPickler:
+    """Adapter that gives dill's Pickler the same constructor as ours."""
+
+    def __new__(cls, file: Any, protocol: int = PROTOCOL, buffer_callback: Any = None) -> Any:
+        import dill
+
+        pickler = dill.Pickler(file, protocol=protocol, buffer_callback=buffer_callback, recurse=True)
+        pickler.dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
+        return pickler
+
+
+class _PlainPickler(pickle.Pickler):
+    """The stdlib's behaviour (by reference only), selectable for comparison and speed."""
+
+    dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
+
+
+_PICKLERS: dict[str, Callable[..., Any]] = {
+    "cloudpickle": CloudPickler,
+    "dill": _DillPickler,
+    "pickle": _PlainPickler,
+}
+_current_name = "cloudpickle"
+_current_pickler: Callable[..., Any] = CloudPickler
+
+
+def set_serializer(name: str) -> None:
+    """Choose the serializer for everything nbproc sends: ``cloudpickle`` (default),
+    ``dill`` or ``pickle`` (the stdlib's by-reference behaviour).
+
+    The choice is per process; children started afterwards inherit it (it travels with the
+    start-up data). Any of the three can *load* what the others wrote, since the by-value
+    constructors are importable functions of cloudpickle/dill.
+    """
+    global _current_name, _current_pickler
+    if name not in _PICKLERS:
+        raise ValueError(f"unknown serializer {name!r}; choose one of {sorted(_PICKLERS)}")
+    if name == "dill":
+        try:
+            import dill  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ValueError("the 'dill' serializer needs the dill package: pip install nbproc[dill]") from exc
+    _current_name = name
+    _current_pickler = _PICKLERS[name]
+
+
+def get_serializer() -> str:
+    """Name of the serializer in use in this process."""
+    return _current_name
+
+
+def dumps(obj: Any, *, what: str | None = None, buffer_callback: Callable[[Any], Any] | None = None) -> bytes:
+    """Serialize ``obj``; on failure raise :class:`SerializationError` naming the culprit.
+
+    ``what`` describes ``obj`` for the error message (e.g. ``"Queue item"``). With
+    ``buffer_callback`` large contiguous buffers (numpy arrays, bytearrays...) are handed to the
+    callback instead of being copied into the stream (protocol 5 out-of-band data).
+    """
+    buf = io.BytesIO()
+    try:
+        _current_pickler(buf, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    except SerializationError:
+        raise
+    except Exception as exc:
+        raise _explain(obj, what, exc) from exc
+    return buf.getvalue()
+
+
+def dump(obj: Any, file: Any, *, what: str | None = None) -> None:
+    """Serialize ``obj`` into ``file`` (see :func:`dumps`)."""
+    file.write(dumps(obj, what=what))
+
+
+def loads(data: Any, *, buffers: Any = None) -> Any:
+    """Rebuild an object from :func:`dumps` output (any serializer's)."""
+    return pickle.loads(data, buffers=buffers)
+
+
+def load(file: Any) -> Any:
+    """Read one object from ``file``."""
+    return pickle.load(file)
+
+
+# --------------------------------------------------------------------------------------
+# Finding the culprit. Only runs after a failure, so it may be slow.
+# --------------------------------------------------------------------------------------
+
+_MAX_DEPTH = 12  # deep enough for real object graphs, shallow enough to stay quick on cycles
+
+
+def _try_dump(obj: Any) -> Exception | None:
+    try:
+        _current_pickler(io.BytesIO(), PROTOCOL).dump(obj)
+    except Exception as exc:  # noqa: BLE001 - we report whatever the pickler raised
+        return exc
+    return None
+
+
+def _parts(obj: Any) -> Iterator[tuple[str, Any]]:
+    """The labelled components of ``obj`` that the pickler would visit."""
+    if isinstance(obj, BaseProcess):
+        yield "Process target", obj._target
+        for i, arg in enumerate(getattr(obj, "_args", ())):
+            yield f"argument {i + 1} of Process target", arg
+        for key, value in getattr(obj, "_kwargs", {}).items():
+            yield f"keyword argument `{key}` of Process target", value
+        for attr, value in vars(obj).items():
+            if attr not in ("_target", "_args", "_kwargs"):
+                yield f"attribute `{attr}` of `{type(obj).__name__}`", value
+    elif isinstance(obj, tuple | list):
+        for i, item in enumerate(obj):
+            yield f"item {i}", item
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield f"key {key!r}", key
+            yield f"value for key {key!r}", value
+    elif isinstance(obj, set | frozenset):
+        for item in obj:
+            yield f"element {item!r}", item
+    elif callable(obj) and hasattr(obj, "__code__"):
+        name = getattr(obj, "__qualname__", "?")
+        code = obj.__code__
+        for var, cell in zip(code.co_freevars, obj.__closure__ or ()):
+            try:
+                yield f"closure variable `{var}` of function `{name}`", cell.cell_contents
+            except ValueError:  # empty cell
+                continue
+        for var in code.co_names:
+            if var in obj.__globals__:
+                yield f"global `{var}` of function `{name}`", obj.__globals__[var]
+    else:
+        state = getattr(obj, "__dict__", None)
+        if isinstance(state, dict):
+            for attr, value in state.items():
+                yield f"attribute `{attr}` of `{type(obj).__name__}`", value
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _locate(obj: Any, depth: int, seen: set[int]) -> tuple[list[str], Exception] | None:
+    """Depth-first search for the innermost part of ``obj`` that fails to pickle."""
+    if depth > _MAX_DEPTH or id(obj) in seen:
+        return None
+    seen.add(id(obj))
+    for label, part in _parts(obj):
+        exc = _try_dump(part)
+        if exc is None:
+            continue
+        inner = _locate(part, depth + 1, seen)
+        if inner is not None:
+            path, inner_exc = inner
+            return [label, *path], inner_exc
+        return [label], exc
+    return None
+
+
+def explain(obj: Any, what: str | None, exc: Exception, path: list[str] | None = None) -> SerializationError:
+    """Build the :class:`SerializationError` for a failed ``dumps(obj)``.
+
+    ``path`` lets callers that know the structure (Process: "argument 1 of Process target")
+    prefix their own labels.
+    """
+    return _explain(obj, what, exc, path)
+
+
+def _explain(obj: Any, what: str | None, exc: Exception, path: list[str] | None = None) -> SerializationError:
+    found = _locate(obj, 0, set())
+    labels = ([what] if what else []) + list(path or [])
+    if found is not None:
+        inner_path, exc = found
+        labels.extend(inner_path)
+    if not labels:
+        labels = [f"object of type {type(obj).__name__}"]
+    return SerializationError(f"{': '.join(labels)}: {_describe(exc)}")
