@@ -15,6 +15,7 @@ Default start method: ``forkserver`` on Linux — safe in a multi-threaded Jupyt
 from __future__ import annotations
 
 import multiprocessing.context as _std
+import os
 import sys
 from multiprocessing import process, reduction
 from typing import Any
@@ -50,6 +51,14 @@ def _apply_child_config(config: dict[str, Any]) -> None:
     method = config.get("start_method")
     if method in _concrete_contexts:
         _default_context._actual_context = _concrete_contexts[method]
+    stdio = config.get("stdio_fds")
+    if stdio is not None:
+        from multiprocessing import forkserver
+
+        inherited = forkserver.get_inherited_fds()
+        if inherited:
+            for target, index in zip((1, 2), stdio):
+                os.dup2(inherited[index], target)
     serializer = config.get("serializer")
     if serializer and serializer != serialization.get_serializer():
         serialization.set_serializer(serializer)

@@ -113,6 +113,9 @@ def _child_payload(popen: Any, process_obj: Any) -> bytes:
     """Serialize start-up data and the process object while ``popen`` is the spawning popen."""
     buf = io.BytesIO()
     process_obj._nbproc_config = child_config(popen.method)
+    stdio = getattr(popen, "_stdio_indexes", None)
+    if stdio is not None:
+        process_obj._nbproc_config["stdio_fds"] = stdio
     set_spawning_popen(popen)
     try:
         buf.write(serialization.dumps(_preparation_data(process_obj._name), what="start-up data"))
@@ -160,6 +163,23 @@ _forkserver = forkserver.ForkServer()
 _forkserver.set_forkserver_preload(["__main__", "nbproc"])
 
 
+def _fresh_forkserver_after_fork() -> None:
+    """A forked child gets its own (lazily started) fork server.
+
+    The inherited ForkServer object names the parent's server process, which the child can
+    neither ``waitpid`` on (the stdlib then fails with ChildProcessError when a forked child
+    uses forkserver) nor keep alive. A fresh instance starts a server only if the child uses
+    forkserver, and that server exits with the child.
+    """
+    global _forkserver
+    preload = _forkserver._preload_modules
+    _forkserver = forkserver.ForkServer()
+    _forkserver.set_forkserver_preload(list(preload))
+
+
+os.register_at_fork(after_in_child=_fresh_forkserver_after_fork)
+
+
 def forkserver_instance() -> forkserver.ForkServer:
     return _forkserver
 
@@ -197,6 +217,7 @@ class ForkServerPopen(popen_forkserver.Popen):
     """Ask nbproc's fork server for a child and feed it the payload through a pipe."""
 
     def _launch(self, process_obj: Any) -> None:
+        self._stdio_indexes = self._pass_stdio()
         payload = _child_payload(self, process_obj)
         with _stdlib_start_method_untouched():
             self.sentinel, w = _forkserver.connect_to_new_process(self._fds)
@@ -206,6 +227,20 @@ class ForkServerPopen(popen_forkserver.Popen):
         with open(w, "wb", closefd=True) as f:
             f.write(payload)
         self.pid = forkserver.read_signed(self.sentinel)
+
+    def _pass_stdio(self) -> tuple[int, int] | None:
+        """Hand the parent's *current* stdout/stderr to the child.
+
+        A forkserver child otherwise writes to whatever fds 1 and 2 were when the server
+        started (a stale capture file under pytest, the kernel's terminal...), unlike fork
+        and spawn children, which share the parent's. Spawn-like behaviour is less surprising.
+        """
+        try:
+            os.fstat(1)
+            os.fstat(2)
+        except OSError:
+            return None
+        return self.duplicate_for_child(1), self.duplicate_for_child(2)
 
 
 if sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX; Windows uses the stdlib's spawn
