@@ -19,8 +19,10 @@ closure variable could not be pickled ("argument 1 of Process target: attribute 
 from __future__ import annotations
 
 import copyreg
+import importlib
 import io
 import pickle
+import types
 from collections import ChainMap
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
@@ -74,15 +76,35 @@ class CloudPickler(cloudpickle.Pickler):
     dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
 
 
-class _DillPickler:
-    """Adapter that gives dill's Pickler the same constructor as ours."""
+_dill_pickler_class: type | None = None
 
-    def __new__(cls, file: Any, protocol: int = PROTOCOL, buffer_callback: Any = None) -> Any:
+
+def _save_module_by_reference(pickler: Any, module: types.ModuleType) -> None:
+    """dill pickles every module outside ``sys.prefix`` *by value* (its whole ``__dict__``),
+    which fails for modules holding locks or structs (nbproc itself, a project's own
+    packages). A module that the child can import travels by name, as with cloudpickle;
+    only ``__main__`` keeps dill's by-value treatment.
+    """
+    import dill
+
+    if module.__name__ in ("__main__", "__mp_main__"):
+        dill._dill.save_module(pickler, module)
+    else:
+        pickler.save_reduce(importlib.import_module, (module.__name__,), obj=module)
+
+
+def _DillPickler(file: Any, protocol: int = PROTOCOL, buffer_callback: Any = None) -> Any:
+    """dill's Pickler with nbproc's reducers and by-reference importable modules."""
+    global _dill_pickler_class
+    if _dill_pickler_class is None:
         import dill
 
-        pickler = dill.Pickler(file, protocol=protocol, buffer_callback=buffer_callback, recurse=True)
-        pickler.dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
-        return pickler
+        class DillPickler(dill.Pickler):
+            dispatch = {**dill.Pickler.dispatch, types.ModuleType: _save_module_by_reference}
+            dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
+
+        _dill_pickler_class = DillPickler
+    return _dill_pickler_class(file, protocol=protocol, buffer_callback=buffer_callback, recurse=True)
 
 
 class _PlainPickler(pickle.Pickler):
@@ -204,7 +226,7 @@ def _parts(obj: Any) -> Iterator[tuple[str, Any]]:
         for var in code.co_names:
             if var in obj.__globals__:
                 yield f"global `{var}` of function `{name}`", obj.__globals__[var]
-    else:
+    elif not isinstance(obj, types.ModuleType):
         state = getattr(obj, "__dict__", None)
         if isinstance(state, dict):
             for attr, value in state.items():

@@ -1,0 +1,122 @@
+"""nbproc.serialization: by-value for interactive objects, by-reference speed for importable
+ones, precise errors, the dill and pickle alternatives."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+
+import pytest
+
+import nbproc
+from nbproc import serialization
+
+
+@pytest.fixture
+def serializer():
+    """Restore the serializer whatever a test selects."""
+    before = serialization.get_serializer()
+    yield serialization.set_serializer
+    serialization.set_serializer(before)
+
+
+def test_roundtrip_of_interactive_objects():
+    k = 3
+
+    def closure(x):
+        return x * k
+
+    class Local:
+        def __init__(self, v):
+            self.v = v
+
+        def double(self):
+            return self.v * 2
+
+    square = lambda x: x * x  # noqa: E731
+    out = serialization.loads(serialization.dumps((closure, square, Local(21), Local)))
+    assert out[0](2) == 6
+    assert out[1](5) == 25
+    assert out[2].double() == 42
+    assert out[3](1).v == 1
+
+
+def test_importable_objects_pickle_by_reference_like_the_stdlib():
+    for obj in (os.path.join, pickle.dumps, ValueError, {"a": [1, 2.0, b"x"]}):
+        assert serialization.dumps(obj) == pickle.dumps(obj, protocol=5)
+
+
+def test_out_of_band_buffers_are_offered():
+    np = pytest.importorskip("numpy")
+    arr = np.arange(1_000_000, dtype=np.float64)
+    buffers = []
+    data = serialization.dumps(arr, buffer_callback=buffers.append)
+    assert len(buffers) == 1 and len(data) < 1000
+    back = serialization.loads(data, buffers=buffers)
+    assert (back == arr).all()
+
+
+class Holder:
+    def __init__(self):
+        self.conn = threading.Lock()
+
+
+def test_error_names_the_culprit_and_its_place():
+    with pytest.raises(serialization.SerializationError) as info:
+        serialization.dumps({"state": [1, Holder()]}, what="Queue item")
+    message = str(info.value)
+    assert message == (
+        "Queue item: value for key 'state': item 1: attribute `conn` of `Holder`: cannot pickle '_thread.lock' object"
+    )
+    assert isinstance(info.value, pickle.PicklingError) and isinstance(info.value, TypeError)
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_error_names_closure_variables():
+    lock = threading.Lock()
+
+    def uses_lock():
+        return lock
+
+    with pytest.raises(serialization.SerializationError, match="closure variable `lock` of function .*uses_lock"):
+        serialization.dumps(uses_lock)
+
+
+def test_unknown_serializer_is_rejected(serializer):
+    with pytest.raises(ValueError, match="unknown serializer"):
+        serializer("marshal")
+    assert serialization.get_serializer() == "cloudpickle"
+
+
+def test_pickle_serializer_behaves_like_the_stdlib(serializer):
+    serializer("pickle")
+    with pytest.raises(serialization.SerializationError):
+        serialization.dumps(lambda: 1)
+    assert serialization.loads(serialization.dumps([1, "a"])) == [1, "a"]
+
+
+def test_dill_serializer_roundtrips_interactive_objects(serializer):
+    pytest.importorskip("dill")
+    serializer("dill")
+    k = 5
+    out = serialization.loads(serialization.dumps(lambda x: x + k))
+    assert out(1) == 6
+
+
+def _report(conn):
+    conn.send(nbproc.get_serializer())
+
+
+@pytest.mark.parametrize("name", ["dill", "cloudpickle"])
+def test_children_inherit_the_serializer(ctx, serializer, name):
+    pytest.importorskip("dill")
+    serializer(name)
+    a, b = nbproc.Pipe()
+    offset = 10
+    p = ctx.Process(target=lambda c: (c.send(nbproc.get_serializer()), c.send(offset + 1)), args=(b,))
+    p.start()
+    assert a.recv() == name
+    assert a.recv() == 11
+    p.join(10)
+    assert p.exitcode == 0
