@@ -30,6 +30,9 @@ test-notebooks: $(VENV)/.installed
 test-other-pythons:
 	bash tests/other_pythons.sh
 
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 test: lint test-python test-notebooks test-other-pythons
 
 bench: $(VENV)/.installed
@@ -37,4 +40,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache docs/_build
+	rm -rf $(VENV) .venv-* .pytest_cache docs/_build

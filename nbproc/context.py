@@ -57,7 +57,7 @@ def _apply_child_config(config: dict[str, Any]) -> None:
 
         inherited = forkserver.get_inherited_fds()
         if inherited:
-            for target, index in zip((1, 2), stdio):
+            for target, index in zip((1, 2), stdio, strict=True):
                 os.dup2(inherited[index], target)
     serializer = config.get("serializer")
     if serializer and serializer != serialization.get_serializer():
@@ -260,6 +260,11 @@ class DefaultContext(BaseContext):
         self._actual_context: BaseContext | None = None
 
     def get_context(self, method: str | None = None) -> BaseContext:
+        """The context for ``method`` (``"fork"``, ``"spawn"``, ``"forkserver"``).
+
+        Without ``method``, the default context's start method is used, and it is fixed from now on.
+        Raises :class:`ValueError` for an unknown or unavailable method.
+        """
         if method is None:
             if self._actual_context is None:
                 self._actual_context = self._default_context
@@ -267,6 +272,11 @@ class DefaultContext(BaseContext):
         return super().get_context(method)
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
+        """Choose the start method of the module-level API; at most once unless ``force``.
+
+        Raises :class:`RuntimeError` if it was already chosen (or used). With ``force=True``,
+        ``None`` goes back to "not chosen yet".
+        """
         if self._actual_context is not None and not force:
             raise RuntimeError("context has already been set")
         if method is None and force:
@@ -275,6 +285,7 @@ class DefaultContext(BaseContext):
         self._actual_context = self.get_context(method)
 
     def get_start_method(self, allow_none: bool = False) -> str | None:  # type: ignore[override]
+        """The start method in use; fixes the default one unless ``allow_none`` (then ``None`` if unset)."""
         if self._actual_context is None:
             if allow_none:
                 return None
