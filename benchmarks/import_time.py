@@ -23,8 +23,9 @@ def cumulative_us(module: str) -> int:
 
 
 def main() -> None:
+    probe = f"import sys, nbproc; print(' '.join(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     check = subprocess.run(
-        [sys.executable, "-c", "import sys, nbproc; print(' '.join(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,)],
+        [sys.executable, "-c", probe],
         capture_output=True,
         text=True,
         check=True,

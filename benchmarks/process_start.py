@@ -44,7 +44,8 @@ def main() -> None:
         ctx = nbproc.get_context(method)
         local = lambda: None  # noqa: E731
         start_join(ctx, local)
-        rows.append(("start+join, lambda target", method, {"nbproc": median_time(lambda: start_join(ctx, local), repeat)}))
+        seconds = median_time(lambda: start_join(ctx, local), repeat)
+        rows.append(("start+join, lambda target", method, {"nbproc": seconds}))
     print_table(f"Process start+join (median of {repeat})", rows)
 
 

@@ -22,6 +22,7 @@ import copyreg
 import importlib
 import io
 import pickle
+import sys
 import types
 from collections import ChainMap
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import cloudpickle
+from cloudpickle.cloudpickle import _function_setstate as _cloudpickle_setstate
 
 __all__ = [
     "SerializationError",
@@ -70,10 +72,68 @@ def register(type_: type, reducer: Callable[[Any], Any]) -> None:
     _registry[type_] = reducer
 
 
+_MAIN_MODULES = ("__main__", "__mp_main__")
+
+
+def _main_globals() -> dict[str, Any]:
+    """In the loading process: the namespace of its ``__main__`` module."""
+    return sys.modules["__main__"].__dict__
+
+
+class _MainGlobalsRef:
+    """Pickles as "the loading process's ``__main__`` namespace"."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _main_globals, ()
+
+
+_MAIN_GLOBALS_REF = _MainGlobalsRef()
+
+
+def _is_main_definition(value: Any) -> bool:
+    return isinstance(value, types.FunctionType | type) and getattr(value, "__module__", None) in _MAIN_MODULES
+
+
+def _setstate_in_main(func: types.FunctionType, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """Install a by-value ``__main__`` function's globals into the child's ``__main__``.
+
+    The stdlib finds a ``__main__`` function by reference in the child's main module (a fork
+    copy, or the script re-run as ``__mp_main__``), so every such function shares one module
+    namespace there: an initializer that sets a global is seen by the task function. Plain
+    cloudpickle gives each pickled function a private globals dict, which breaks that pattern.
+    We keep the stdlib's semantics: definitions (functions and classes of ``__main__``) follow
+    the parent's current ones; other values are installed only where the child has none yet,
+    so state the child set itself (``global STATE`` in an initializer) is not clobbered.
+    """
+    func_state, slotstate = state
+    namespace = func.__globals__
+    for name, value in slotstate["__globals__"].items():
+        if name not in namespace or _is_main_definition(value):
+            namespace[name] = value
+    _cloudpickle_setstate(func, (func_state, {**slotstate, "__globals__": {}}))
+
+
 class CloudPickler(cloudpickle.Pickler):
-    """cloudpickle plus the reducers for process-shared objects."""
+    """cloudpickle plus the reducers for process-shared objects, and ``__main__`` functions
+    that share the loading process's ``__main__`` namespace (see :func:`_setstate_in_main`)."""
 
     dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = super().reducer_override(obj)
+        if (
+            type(obj) is types.FunctionType
+            and obj.__module__ in _MAIN_MODULES
+            and isinstance(reduced, tuple)
+            and len(reduced) == 6
+            and reduced[5] is _cloudpickle_setstate
+        ):
+            # cloudpickle >= 2 reduces a dynamic function to
+            # (_make_function, (code, base_globals, name, argdefs, closure), state, None, None, setstate);
+            # we swap the private base_globals for the child's __main__ namespace.
+            make, args, state, items, mapping, _ = reduced
+            return make, (args[0], _MAIN_GLOBALS_REF, *args[2:]), state, items, mapping, _setstate_in_main
+        return reduced
 
 
 _dill_pickler_class: type | None = None
@@ -218,7 +278,7 @@ def _parts(obj: Any) -> Iterator[tuple[str, Any]]:
     elif callable(obj) and hasattr(obj, "__code__"):
         name = getattr(obj, "__qualname__", "?")
         code = obj.__code__
-        for var, cell in zip(code.co_freevars, obj.__closure__ or ()):
+        for var, cell in zip(code.co_freevars, obj.__closure__ or (), strict=False):
             try:
                 yield f"closure variable `{var}` of function `{name}`", cell.cell_contents
             except ValueError:  # empty cell

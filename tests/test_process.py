@@ -255,7 +255,9 @@ def test_unpicklable_argument_raises_precisely_at_start(ctx, start_method):
     before = set(nbproc.active_children())
     with pytest.raises(nbproc.SerializationError) as info:
         p.start()
-    assert str(info.value) == "argument 2 of Process target: attribute `conn` of `MyState`: cannot pickle '_thread.lock' object"
+    assert str(info.value) == (
+        "argument 2 of Process target: attribute `conn` of `MyState`: cannot pickle '_thread.lock' object"
+    )
     assert isinstance(info.value, TypeError)
     assert set(nbproc.active_children()) == before
     assert p.pid is None

@@ -120,3 +120,40 @@ def test_children_inherit_the_serializer(ctx, serializer, name):
     assert a.recv() == 11
     p.join(10)
     assert p.exitcode == 0
+
+
+def test_main_functions_share_the_childs_main_namespace():
+    """An initializer's global is seen by a later task, as with the stdlib's by-reference
+    lookup (regression: plain cloudpickle gives each function private globals)."""
+    code = '''
+import nbproc
+STATE = None
+K = 2
+def init(v):
+    global STATE
+    STATE = v
+def task(c):
+    c.send((STATE, K, __name__))
+def both(c, v):
+    init(v)
+    task(c)
+if __name__ == "__main__":
+    for m in ["fork", "spawn", "forkserver"]:
+        ctx = nbproc.get_context(m)
+        a, b = nbproc.Pipe()
+        K = 3
+        p = ctx.Process(target=both, args=(b, "set-in-child"))
+        p.start()
+        print(m, *a.recv())
+        p.join()
+'''
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # -c has no file to re-run: children see the parent's values of K, by value
+    assert out.stdout.splitlines() == [
+        "fork set-in-child 3 __main__",
+        "spawn set-in-child 3 __main__",
+        "forkserver set-in-child 3 __main__",
+    ], out.stderr
