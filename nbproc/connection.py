@@ -17,8 +17,23 @@ reference and each buffer follows as its own frame, which saves a copy on each s
     [buffer 1] ... [buffer n]          ---------->   read n frames, pickle.loads(..., buffers)
 
 A message without large buffers is a single ordinary pickle frame, exactly what the stdlib
-sends. ``Listener.accept`` and ``Client`` authenticate before anything from the peer is
-unpickled: the challenge exchange uses only ``send_bytes``/``recv_bytes`` with a length limit.
+sends.
+
+``Listener.accept`` and ``Client`` authenticate before anything from the peer is unpickled
+(server side, one thread, all bytes; each frame at most 256 bytes)::
+
+    Listener.accept()                                 Client()
+      socket accept  <-------------- connect ------------
+      deliver_challenge: #CHALLENGE# + random -------->  answer_challenge
+                         <-------------------- HMAC(key, challenge)
+                         #WELCOME# / #FAILURE# -------->
+      answer_challenge   <------ #CHALLENGE# + random  deliver_challenge
+                         HMAC(key, challenge) -------->
+                         <------------- #WELCOME# / #FAILURE#
+      return Connection                               return Connection
+
+The server side reads under a deadline (``handshake_timeout``), so a client that connects
+and goes silent, or sends half a frame, costs the listener at most that long.
 """
 
 from __future__ import annotations
@@ -26,9 +41,13 @@ from __future__ import annotations
 import multiprocessing.connection as _std
 import os
 import pickle
+import select
 import socket
 import struct
+import sys
+import time
 from multiprocessing import reduction as _std_reduction
+from multiprocessing.process import current_process
 from typing import Any
 
 from . import serialization
@@ -44,6 +63,10 @@ __all__ = [
     "answer_challenge",
     "AuthenticationError",
     "BufferTooShort",
+    "HandshakeTimeoutError",
+    "HandshakeEOFError",
+    "HandshakeMessageError",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
 ]
 
 # Buffers smaller than this stay in the pickle stream: an extra frame costs a syscall and a
@@ -52,10 +75,10 @@ OOB_THRESHOLD = 64 * 1024
 # 0xFF is not a pickle opcode, so an out-of-band header can never be mistaken for a pickle.
 _OOB_MAGIC = b"\xffNBPROC-OOB"
 _COUNT = struct.Struct("!I")
+# The stdlib writes frames up to this size together with their header in one write.
+_SMALL_FRAME = 16384
+_HAVE_READV = hasattr(os, "readv")
 
-wait = _std.wait
-deliver_challenge = _std.deliver_challenge
-answer_challenge = _std.answer_challenge
 address_type = _std.address_type
 arbitrary_address = _std.arbitrary_address
 families = _std.families
@@ -63,43 +86,120 @@ default_family = _std.default_family
 CONNECTION_TIMEOUT = _std.CONNECTION_TIMEOUT
 
 
+def wait(object_list: Any, timeout: float | None = None) -> list[Any]:
+    """Wait until an object in ``object_list`` is ready; return the ready ones (the stdlib's ``wait``).
+
+    Objects may be readable connections, connected sockets, and ``Process.sentinel`` values
+    (or any object with ``fileno()``, or a file descriptor). A connection or socket is ready
+    when it has data or its peer has closed; a sentinel is ready when its process has ended.
+    Blocking: waits at most ``timeout`` seconds (``None``: no limit; negative counts as 0)
+    and returns an empty list when it runs out. Interrupted system calls are retried.
+    """
+    return _std.wait(object_list, timeout)
+
+
+def dump_frames(obj: Any, *, what: str, snapshot: bool = False, out_of_band: bool = True) -> list[Any]:
+    """Serialize ``obj`` into the frames of one message, as :meth:`Connection.send` writes them.
+
+    ``[pickle stream]`` for ordinary objects; ``[OOB header, pickle stream, buffer...]`` when
+    ``obj`` holds buffers of at least :data:`OOB_THRESHOLD` bytes. The buffers are views of
+    ``obj``'s own memory; ``snapshot=True`` copies the writable ones, for callers that write
+    the frames later (a queue's feeder thread) and promise the object's state at call time.
+    ``out_of_band=False`` keeps every buffer in the pickle stream: one frame, readable by a
+    stdlib peer. Raises :class:`nbproc.SerializationError` naming the culprit, with ``what`` as its label.
+    """
+    buffers: list[Any] = []
+
+    def keep_in_band(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < OOB_THRESHOLD:
+            return True
+        buffers.append(bytes(raw) if snapshot and not raw.readonly else raw)
+        return False
+
+    data = serialization.dumps(obj, what=what, buffer_callback=keep_in_band if out_of_band else None)
+    if not buffers:
+        return [data]
+    return [_OOB_MAGIC + _COUNT.pack(len(buffers)), data, *buffers]
+
+
+def load_frames(frames: list[Any]) -> Any:
+    """Rebuild the object from one message's frames (see :func:`dump_frames`)."""
+    if len(frames) == 1:
+        return serialization.loads(frames[0])
+    return serialization.loads(frames[1], buffers=frames[2:])
+
+
 class Connection(_std.Connection):
     """A stdlib ``Connection`` whose ``send``/``recv`` use nbproc's serializer."""
+
+    #: Whether ``send`` may put large buffers in frames of their own. Only the sender decides
+    #: (``recv`` reads both forms), so it is off where the peer may be the stdlib: connections
+    #: from ``Listener``/``Client`` (unless asked for with ``out_of_band=True``).
+    _out_of_band = True
+
+    def __reduce__(self) -> Any:
+        # Also for the stdlib's pickler (a stdlib Process or executor handed an nbproc queue or
+        # connection): without this it would copy the bare descriptor number into the child.
+        return reduce_connection(self)
 
     def send(self, obj: Any) -> None:
         """Send a serializable object (see :mod:`nbproc.serialization`)."""
         self._check_closed()
         self._check_writable()
-        buffers: list[memoryview] = []
-
-        def keep_in_band(buf: pickle.PickleBuffer) -> bool:
-            raw = buf.raw()
-            if raw.nbytes < OOB_THRESHOLD:
-                return True
-            buffers.append(raw)
-            return False
-
-        data = serialization.dumps(obj, what="Connection.send() object", buffer_callback=keep_in_band)
-        if buffers:
-            self._send_bytes(_OOB_MAGIC + _COUNT.pack(len(buffers)))
-            self._send_bytes(data)
-            for raw in buffers:
-                self._send_bytes(raw)
-        else:
-            self._send_bytes(data)
+        self._send_frames(dump_frames(obj, what="Connection.send() object", out_of_band=self._out_of_band))
 
     def recv(self) -> Any:
         """Receive an object; blocks until one arrives, raises ``EOFError`` if the peer closed."""
+        return load_frames(self._recv_frames())
+
+    def _send_frames(self, frames: list[Any]) -> None:
+        """Write one message as produced by :func:`dump_frames` (callers serialize writers)."""
+        self._check_closed()
+        self._check_writable()
+        for frame in frames:
+            # The stdlib's _send re-slices what is left after each partial write: a view keeps
+            # that free, where slicing bytes would copy the rest of a large frame every time.
+            self._send_bytes(memoryview(frame) if len(frame) > _SMALL_FRAME else frame)
+
+    def _recv_frames(self) -> list[Any]:
+        """Read one whole message (all its frames) without deserializing it.
+
+        Lets a reader that shares the connection (a queue's consumers) hold its lock only while
+        bytes are read, and unpickle after releasing it.
+        """
         self._check_closed()
         self._check_readable()
-        view = self._recv_bytes().getbuffer()
-        if view[: len(_OOB_MAGIC)] == _OOB_MAGIC:
-            (count,) = _COUNT.unpack_from(view, len(_OOB_MAGIC))
-            view.release()
-            data = self._recv_bytes().getbuffer()
-            buffers = [self._recv_bytes().getbuffer() for _ in range(count)]
-            return serialization.loads(data, buffers=buffers)
-        return serialization.loads(view)
+        first = self._recv_frame()
+        # Testing the first byte (0xFF never starts a pickle) spares ordinary messages the slower
+        # slice comparison.
+        if not first or first[0] != _OOB_MAGIC[0] or first[: len(_OOB_MAGIC)] != _OOB_MAGIC:
+            return [first]
+        (count,) = _COUNT.unpack_from(first, len(_OOB_MAGIC))
+        return [first, *(self._recv_frame() for _ in range(count + 1))]
+
+    def _recv_frame(self) -> Any:
+        """One frame of the stdlib's framing, as a bytes-like object.
+
+        Frames of :data:`OOB_THRESHOLD` bytes or more are read straight into a bytearray of
+        their size: the stdlib's reader allocates a buffer of the *remaining* size for every
+        chunk a pipe hands out (64 KiB at a time) and copies each chunk once more into a
+        BytesIO, which made receiving a 16 MB array take twice as long.
+        """
+        (size,) = _HEADER.unpack(self._recv(_HEADER.size).getbuffer())
+        if size == -1:
+            (size,) = _LONG_HEADER.unpack(self._recv(_LONG_HEADER.size).getbuffer())
+        if size < OOB_THRESHOLD or not _HAVE_READV:
+            return self._recv(size).getbuffer()
+        buf = bytearray(size)
+        view = memoryview(buf)
+        done = 0
+        while done < size:
+            n = os.readv(self._handle, [view[done:]])
+            if n == 0:
+                raise OSError("got end of file during message")
+            done += n
+        return buf
 
 
 def _adopt(conn: Any) -> Connection:
@@ -123,57 +223,313 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:  # noqa: N802 - 
     return Connection(read_fd, writable=False), Connection(write_fd, readable=False)
 
 
+# -- authentication: the challenge/response exchange, with a deadline ----------------------
+#
+# The HMAC protocol itself is the stdlib's (``multiprocessing.connection.deliver_challenge``
+# and ``answer_challenge`` of the running Python), so an nbproc peer and a stdlib peer always
+# agree on it. What nbproc adds is *how the handshake reads*: the stdlib reads each handshake
+# frame with a blocking ``recv_bytes(256)``, so a client that connects and then sends nothing,
+# or half a frame, blocks ``Listener.accept()`` forever. nbproc hands the stdlib functions a
+# channel whose ``recv_bytes`` reads the frame itself, waiting for the descriptor to become
+# readable before every read and giving up at a deadline. Only bytes are ever read during a
+# handshake: nothing the peer sends is unpickled before it has proved it knows the key.
+
+#: Seconds an authenticating ``Listener.accept()`` gives a connected client to finish the
+#: challenge/response exchange. An honest peer needs two round trips of ~300 bytes and one
+#: HMAC — milliseconds even on a loaded machine — so the budget only has to survive a peer
+#: paused by a debugger or heavy swapping; it is the stdlib's own ``CONNECTION_TIMEOUT`` (the
+#: time it gives a client to connect). Shorter would reject slow-but-honest peers; longer (or
+#: ``None``, the stdlib's behaviour) lets one silent client stall a single-threaded accept loop.
+DEFAULT_HANDSHAKE_TIMEOUT: float = float(CONNECTION_TIMEOUT)
+
+_HEADER = struct.Struct("!i")  # the stdlib's frame header: signed 32-bit length, -1 = 64-bit follows
+_LONG_HEADER = struct.Struct("!Q")
+
+
+class HandshakeTimeoutError(AuthenticationError, TimeoutError):
+    """The peer did not complete the challenge/response exchange before the deadline.
+
+    An :class:`AuthenticationError` (what an accept loop catches for a failed client) that is
+    also the built-in :class:`TimeoutError`.
+    """
+
+
+class HandshakeEOFError(AuthenticationError, EOFError):
+    """The peer closed the connection before the handshake finished.
+
+    Also an :class:`EOFError`, which is what the stdlib raises in this case.
+    """
+
+
+class HandshakeMessageError(AuthenticationError, OSError):
+    """The peer sent a malformed handshake frame: longer than allowed, a negative length, or cut off.
+
+    Also an :class:`OSError`, which is what the stdlib raises in this case ("bad message length").
+    """
+
+
+class _HandshakeChannel:
+    """What ``deliver_challenge``/``answer_challenge`` talk through during one handshake.
+
+    ``send_bytes`` is the connection's own; ``recv_bytes`` reads one frame straight from the
+    descriptor, never more bytes than the frame holds (so nothing after the handshake is
+    consumed), and raises :class:`HandshakeTimeoutError` once ``deadline`` (a
+    ``time.monotonic()`` value, or ``None`` for no limit) has passed. A frame longer than
+    ``maxlength`` is rejected from its header alone: its body is never read.
+    """
+
+    def __init__(self, conn: Any, deadline: float | None) -> None:
+        self._conn = conn
+        self._fd = conn.fileno()
+        self._deadline = deadline
+        self._poller: Any = None
+        if deadline is not None and hasattr(select, "poll"):
+            self._poller = select.poll()
+            self._poller.register(self._fd, select.POLLIN)
+
+    def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
+        self._conn.send_bytes(buf, offset, size)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        (size,) = _HEADER.unpack(self._read_exact(_HEADER.size, frame_started=False))
+        if size == -1:
+            (size,) = _LONG_HEADER.unpack(self._read_exact(_LONG_HEADER.size, frame_started=True))
+        if size < 0:
+            raise HandshakeMessageError(f"bad message length: {size}")
+        if maxlength is not None and size > maxlength:
+            raise HandshakeMessageError(f"bad message length: {size} bytes, at most {maxlength} allowed")
+        return self._read_exact(size, frame_started=True)
+
+    def _read_exact(self, n: int, *, frame_started: bool) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            self._wait_readable()
+            chunk = os.read(self._fd, n - len(data))
+            if not chunk:
+                if data or frame_started:
+                    raise HandshakeMessageError("got end of file during message")
+                raise HandshakeEOFError("peer closed the connection during authentication")
+            data += chunk
+        return bytes(data)
+
+    def _wait_readable(self) -> None:
+        if self._deadline is None:
+            return  # os.read blocks until data or end of file, as the stdlib does
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0 or not self._readable_within(remaining):
+            raise HandshakeTimeoutError("peer did not complete authentication in time")
+
+    def _readable_within(self, seconds: float) -> bool:
+        # poll(2) directly: a third of the cost of building a selector per read through
+        # ``wait()``, and unlike select(2) it has no limit on the descriptor's number.
+        if self._poller is None:
+            return bool(_std.wait([self._fd], seconds))
+        return bool(self._poller.poll(seconds * 1000))
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+        raise ValueError(f"handshake timeout must be a non-negative number of seconds or None, not {timeout!r}")
+    return time.monotonic() + timeout
+
+
+def _channel(connection: Any, deadline: float | None) -> Any:
+    """The deadline-aware channel for fd-based connections; anything else is used as it is."""
+    if isinstance(connection, _std.Connection) and sys.platform != "win32":
+        return _HandshakeChannel(connection, deadline)
+    if deadline is not None:
+        raise TypeError(f"a handshake timeout needs a file-descriptor connection, not {type(connection).__name__}")
+    return connection
+
+
+def deliver_challenge(
+    connection: Any, authkey: bytes, digest_name: str | None = None, *, timeout: float | None = None
+) -> None:
+    """Send a random challenge, check the peer's HMAC of it with ``authkey``, then welcome it.
+
+    Raises :class:`AuthenticationError` if the reply is wrong (the peer is told so first).
+    Blocking: waits for the peer's reply for at most ``timeout`` seconds (``None``: no limit),
+    then raises :class:`HandshakeTimeoutError`. The reply is read as bytes, at most 256 of them;
+    nothing is unpickled. ``digest_name`` is passed on to the stdlib (Python 3.12+ only).
+    """
+    extra = {} if digest_name is None else {"digest_name": digest_name}
+    _std.deliver_challenge(_channel(connection, _deadline(timeout)), authkey, **extra)
+
+
+def answer_challenge(connection: Any, authkey: bytes, *, timeout: float | None = None) -> None:
+    """Answer the peer's challenge with an HMAC keyed by ``authkey`` and expect its welcome.
+
+    Raises :class:`AuthenticationError` if the peer rejects the answer. Blocking: waits for
+    the challenge and for the verdict for at most ``timeout`` seconds in total (``None``: no
+    limit), then raises :class:`HandshakeTimeoutError`. Only bytes are read; nothing is unpickled.
+    """
+    _std_answer_challenge(_channel(connection, _deadline(timeout)), authkey)
+
+
+def _std_answer_challenge(channel: Any, authkey: bytes) -> None:
+    """The stdlib's ``answer_challenge``, raising :class:`AuthenticationError` on every Python.
+
+    Python 3.10/3.11 check "the peer's first message is a challenge" with an ``assert``
+    (an ``AssertionError``, or no check at all under ``python -O``); 3.12 made it an
+    ``AuthenticationError``. Either way nothing is unpickled; we only unify the exception.
+    """
+    try:
+        _std.answer_challenge(channel, authkey)
+    except AssertionError as exc:
+        raise AuthenticationError(f"protocol error, expected a challenge: {exc}") from exc
+
+
+def _authenticate(conn: Connection, authkey: bytes, timeout: float | None, *, server: bool) -> None:
+    """Both challenges, the server's first, under one deadline; close ``conn`` on any failure."""
+    channel = _channel(conn, _deadline(timeout))
+    try:
+        if server:
+            _std.deliver_challenge(channel, authkey)
+            _std_answer_challenge(channel, authkey)
+        else:
+            _std_answer_challenge(channel, authkey)
+            _std.deliver_challenge(channel, authkey)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _resolve_authkey(authkey: Any, authenticate: bool) -> bytes | None:
+    """The reference's rule: ``authkey`` if given, else the process's key when ``authenticate``."""
+    if authkey is not None and not isinstance(authkey, bytes):
+        raise TypeError("authkey should be a byte string")
+    if authkey is None and authenticate:
+        return bytes(current_process().authkey)
+    return authkey
+
+
 class Listener(_std.Listener):
-    """A bound socket that accepts authenticated :class:`Connection` objects."""
+    """A bound socket "listening" for connections; ``accept()`` returns :class:`Connection` objects.
+
+    Signature and semantics follow the reference: ``address`` (``(host, port)`` for
+    ``'AF_INET'``, a path for ``'AF_UNIX'``; inferred from ``family`` when ``None``, in a
+    private temporary directory for ``'AF_UNIX'``), ``family`` (inferred from ``address``),
+    ``backlog`` (passed to ``listen()``), ``authkey`` (a byte string: every accepted client must
+    prove it knows it). Keyword-only additions:
+
+    ``authenticate``
+        The reference's flag: with ``authkey=None``, authenticate with
+        ``current_process().authkey``. (CPython's positional order has ``authkey`` where the
+        reference has ``authenticate``, so it is keyword-only here.)
+    ``handshake_timeout``
+        Seconds a connected client gets to complete authentication in ``accept()``
+        (:data:`DEFAULT_HANDSHAKE_TIMEOUT`); ``None`` waits forever, as the stdlib does.
+    ``out_of_band``
+        ``False`` (default): accepted connections send every object as one ordinary pickle
+        frame, which a stdlib ``multiprocessing`` peer can read. ``True``: large buffers
+        (numpy arrays...) travel as frames of their own, saving a copy — only for nbproc peers.
+
+    Deliberate difference: authentication is on whenever ``authkey is not None`` (the
+    reference's wording, and what ``Client`` does); CPython skips it for ``authkey=b''``,
+    which leaves a ``Client(authkey=b'')`` waiting for a challenge that never comes.
+    """
+
+    def __init__(
+        self,
+        address: Any = None,
+        family: str | None = None,
+        backlog: int = 1,
+        authkey: bytes | None = None,
+        *,
+        authenticate: bool = False,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        out_of_band: bool = False,
+    ) -> None:
+        # Checked before binding, so that a bad argument leaves no socket (or socket file) behind.
+        authkey = _resolve_authkey(authkey, authenticate)
+        _deadline(handshake_timeout)
+        super().__init__(address, family, backlog)
+        self._authkey = authkey
+        self._handshake_timeout = handshake_timeout
+        self._out_of_band = out_of_band
 
     def accept(self) -> Connection:
-        """Wait for a client; with an authkey, run the challenge both ways before returning.
+        """Wait for a client and return its :class:`Connection`, authenticated if there is a key.
 
-        A client that fails authentication raises :class:`AuthenticationError` here and its
-        connection is closed; the listener stays open for the next client.
+        Blocks until a client connects (no timeout, as in the stdlib). With an authkey, the
+        client then has ``handshake_timeout`` seconds to pass the challenge both ways; until it
+        has, only bytes are read from it and nothing is unpickled. A client that fails —
+        wrong key (:class:`AuthenticationError`), silence or a cut-off frame
+        (:class:`HandshakeTimeoutError`), an oversized or malformed frame
+        (:class:`HandshakeMessageError`), hanging up (:class:`HandshakeEOFError`) — makes this
+        call raise; every one of those is an :class:`AuthenticationError`. Its connection is
+        closed and the listener stays open for the next client.
         """
         if self._listener is None:
             raise OSError("listener is closed")
         conn = _adopt(self._listener.accept())
-        if self._authkey:
-            try:
-                deliver_challenge(conn, self._authkey)
-                answer_challenge(conn, self._authkey)
-            except BaseException:
-                conn.close()
-                raise
+        conn._out_of_band = self._out_of_band
+        if self._authkey is not None:
+            _authenticate(conn, self._authkey, self._handshake_timeout, server=True)
         return conn
 
 
-def Client(address: Any, family: str | None = None, authkey: bytes | None = None) -> Connection:  # noqa: N802
-    """Connect to a :class:`Listener` at ``address`` (and authenticate with ``authkey``)."""
-    if authkey is not None and not isinstance(authkey, bytes):
-        raise TypeError("authkey should be a byte string")
+def _connect_socket(address: Any, family: str) -> Connection:
+    with socket.socket(getattr(socket, family)) as sock:
+        sock.setblocking(True)
+        sock.connect(address)
+        return Connection(sock.detach())
+
+
+def Client(  # noqa: N802 - stdlib name
+    address: Any,
+    family: str | None = None,
+    authkey: bytes | None = None,
+    *,
+    authenticate: bool = False,
+    handshake_timeout: float | None = None,
+    out_of_band: bool = False,
+) -> Connection:
+    """Connect to a :class:`Listener` at ``address`` and return a :class:`Connection`.
+
+    ``family`` is inferred from the address format when omitted (see :func:`address_type`).
+    With ``authkey`` (or ``authenticate=True``, which uses ``current_process().authkey``) both
+    sides prove they know the key before this returns; a failure raises
+    :class:`AuthenticationError` and closes the connection. Connecting raises what the socket
+    raises (``ConnectionRefusedError``, ``FileNotFoundError``...).
+
+    Blocking: connecting and the handshake wait without limit by default, as in the stdlib —
+    the listener may call ``accept()`` long after the operating system accepted the
+    connection, so a client-side default deadline would reject a healthy but busy server.
+    ``handshake_timeout`` (keyword-only, seconds) bounds the handshake and raises
+    :class:`HandshakeTimeoutError` when it runs out. ``out_of_band``: as for :class:`Listener`
+    (off by default, so that a stdlib listener can read everything this connection sends).
+    """
+    authkey = _resolve_authkey(authkey, authenticate)
+    _deadline(handshake_timeout)
     family = family or address_type(address)
     _std._validate_family(family)
-    raw = _std.PipeClient(address) if family == "AF_PIPE" else _std.SocketClient(address)
-    conn = _adopt(raw)
+    if family == "AF_PIPE":  # pragma: no cover - Windows named pipes
+        conn = _adopt(_std.PipeClient(address))
+    else:
+        conn = _connect_socket(address, family)
+    conn._out_of_band = out_of_band
     if authkey is not None:
-        try:
-            answer_challenge(conn, authkey)
-            deliver_challenge(conn, authkey)
-        except BaseException:
-            conn.close()
-            raise
+        _authenticate(conn, authkey, handshake_timeout, server=False)
     return conn
 
 
 # -- crossing process boundaries ------------------------------------------------------------
 
 
-def rebuild_connection(df: Any, readable: bool, writable: bool) -> Connection:
-    return Connection(df.detach(), readable, writable)
+def rebuild_connection(df: Any, readable: bool, writable: bool, out_of_band: bool = True) -> Connection:
+    conn = Connection(df.detach(), readable, writable)
+    if not out_of_band:
+        conn._out_of_band = False
+    return conn
 
 
-def reduce_connection(conn: Connection) -> tuple[Any, tuple[Any, bool, bool]]:
+def reduce_connection(conn: Connection) -> tuple[Any, tuple[Any, bool, bool, bool]]:
     """A connection handed to a child travels as a duplicated file descriptor."""
     df = _std_reduction.DupFd(conn.fileno())
-    return rebuild_connection, (df, conn.readable, conn.writable)
+    return rebuild_connection, (df, conn.readable, conn.writable, conn._out_of_band)
 
 
 serialization.register(Connection, reduce_connection)
