@@ -23,6 +23,7 @@ import importlib
 import io
 import pickle
 import sys
+import threading
 import types
 from collections import ChainMap
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from typing import Any
 
 import cloudpickle
 from cloudpickle.cloudpickle import _function_setstate as _cloudpickle_setstate
+
+from . import _ctypes_classes
 
 __all__ = [
     "SerializationError",
@@ -120,6 +123,17 @@ class CloudPickler(cloudpickle.Pickler):
     dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
 
     def reducer_override(self, obj: Any) -> Any:
+        # Called by the C pickler for every object that is not a builtin container or scalar:
+        # return early for what neither we nor cloudpickle reduce (cloudpickle only handles
+        # classes and Python functions), which keeps importable data at the C pickler's speed.
+        kind = type(obj)
+        if kind is not types.FunctionType and not issubclass(kind, type):
+            return NotImplemented
+        if _ctypes_classes.is_ctypes_class(obj):
+            # cloudpickle cannot rebuild a notebook-defined ctypes Structure (see the module).
+            ctypes_reduced = _ctypes_classes.reduce_ctypes_class(obj)
+            if ctypes_reduced is not NotImplemented:
+                return ctypes_reduced
         reduced = super().reducer_override(obj)
         if (
             type(obj) is types.FunctionType
@@ -207,6 +221,29 @@ def get_serializer() -> str:
     return _current_name
 
 
+# Exact types whose pickle is the same whichever serializer is chosen and that can never fail
+# or carry out-of-band buffers. Small messages made only of these (queue items, results such as
+# ints, strings, short tuples) skip building a cloudpickle Pickler, which costs ~2 µs a call —
+# most of a small item's serialization time. Flat containers only, and short ones: checking a
+# long or nested container would cost more than it saves.
+_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
+_PLAIN_MAX_ITEMS = 8
+
+
+def _is_plain_data(obj: Any) -> bool:
+    kind = type(obj)
+    if kind in _PLAIN_TYPES:
+        return True
+    if kind is tuple or kind is list:
+        if len(obj) > _PLAIN_MAX_ITEMS:
+            return False
+        for item in obj:
+            if type(item) not in _PLAIN_TYPES:
+                return False
+        return True
+    return False
+
+
 def dumps(obj: Any, *, what: str | None = None, buffer_callback: Callable[[Any], Any] | None = None) -> bytes:
     """Serialize ``obj``; on failure raise :class:`SerializationError` naming the culprit.
 
@@ -214,14 +251,64 @@ def dumps(obj: Any, *, what: str | None = None, buffer_callback: Callable[[Any],
     ``buffer_callback`` large contiguous buffers (numpy arrays, bytearrays...) are handed to the
     callback instead of being copied into the stream (protocol 5 out-of-band data).
     """
-    buf = io.BytesIO()
+    if _is_plain_data(obj):
+        return pickle.dumps(obj, PROTOCOL)
+    cached = getattr(_tls, "pickler", None)
+    if cached is None or cached.factory is not _current_pickler or cached.busy:
+        # First use on this thread, a serializer change, or a dumps() nested in a reducer.
+        cached = _ReusablePickler(_current_pickler)
+        if getattr(_tls, "pickler", None) is None or not _tls.pickler.busy:
+            _tls.pickler = cached
     try:
-        _current_pickler(buf, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+        return cached.dump(obj, buffer_callback)
     except SerializationError:
         raise
     except Exception as exc:
         raise _explain(obj, what, exc) from exc
-    return buf.getvalue()
+
+
+_tls = threading.local()
+
+
+class _ReusablePickler:
+    """One pickler and output buffer per thread, reset between messages.
+
+    Building a cloudpickle Pickler costs about 2 µs (a Python-level ``__init__``), a large
+    share of a small message's serialization; reusing it keeps nbproc near the stdlib's
+    per-message cost. The buffer callback is bound at construction, so the pickler gets a
+    trampoline that forwards to the current call's callback (or keeps buffers in band).
+    """
+
+    def __init__(self, factory: Callable[..., Any]) -> None:
+        self.factory = factory
+        self.busy = False
+        self.callback: Callable[[Any], Any] | None = None
+        self.buf = io.BytesIO()
+        self.pickler = factory(self.buf, PROTOCOL, buffer_callback=self._forward)
+
+    def _forward(self, buffer: pickle.PickleBuffer) -> Any:
+        return True if self.callback is None else self.callback(buffer)
+
+    def dump(self, obj: Any, callback: Callable[[Any], Any] | None) -> bytes:
+        self.busy = True
+        self.callback = callback
+        try:
+            self.pickler.dump(obj)
+            return self.buf.getvalue()
+        except BaseException:
+            # A failed dump may leave the pickler mid-frame: never reuse it.
+            if getattr(_tls, "pickler", None) is self:
+                _tls.pickler = None
+            raise
+        finally:
+            self.busy = False
+            self.callback = None
+            self.buf.seek(0)
+            self.buf.truncate()
+            self.pickler.clear_memo()
+            globals_ref = getattr(self.pickler, "globals_ref", None)
+            if globals_ref is not None:  # cloudpickle's per-dump table of function namespaces
+                globals_ref.clear()
 
 
 def dump(obj: Any, file: Any, *, what: str | None = None) -> None:
@@ -286,11 +373,25 @@ def _parts(obj: Any) -> Iterator[tuple[str, Any]]:
         for var in code.co_names:
             if var in obj.__globals__:
                 yield f"global `{var}` of function `{name}`", obj.__globals__[var]
-    elif not isinstance(obj, types.ModuleType):
+    elif not isinstance(obj, types.ModuleType) and _pickles_its_dict(obj):
         state = getattr(obj, "__dict__", None)
         if isinstance(state, dict):
             for attr, value in state.items():
                 yield f"attribute `{attr}` of `{type(obj).__name__}`", value
+
+
+def _pickles_its_dict(obj: Any) -> bool:
+    """Whether pickling ``obj`` visits its ``__dict__`` (no reduction of its own class's).
+
+    An object with its own ``__reduce__``/``__getstate__`` (a multiprocessing Lock, Queue,
+    Value...) is reported as a whole: its own error ("... should only be shared between
+    processes through inheritance") says more than an attribute the pickler never visits.
+    """
+    cls = type(obj)
+    if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
+        return False
+    getstate = getattr(cls, "__getstate__", None)
+    return getstate is None or getstate is getattr(object, "__getstate__", None)
 
 
 def _describe(exc: Exception) -> str:
