@@ -15,6 +15,7 @@ import sys as _sys
 from typing import Any as _Any
 
 from . import context as _context
+from . import process  # noqa: F401 - always loaded, as multiprocessing.process is (code reads nbproc.process._dangling)
 from .serialization import SerializationError, get_serializer, set_serializer
 
 __version__ = "0.1.0"
@@ -22,6 +23,10 @@ __version__ = "0.1.0"
 __all__ = [x for x in dir(_context._default_context) if not x.startswith("_")]
 globals().update((name, getattr(_context._default_context, name)) for name in __all__)
 __all__ += ["SerializationError", "set_serializer", "get_serializer", "load_ipython_extension"]
+
+from ._pool_results import WorkerLostError  # noqa: E402 - after the context names, which it does not shadow
+
+__all__ += ["WorkerLostError"]
 
 SUBDEBUG = 5
 SUBWARNING = 25

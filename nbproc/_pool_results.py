@@ -1,0 +1,540 @@
+"""What a Pool call returns (``AsyncResult``, ``MapResult``, ``IMapIterator``) and the errors it raises.
+
+A *job* is one call (``apply_async``, ``map_async``, ``imap``...). Its tasks (one call, or one
+chunk of a map) are run by a pool *core* — worker processes (:mod:`nbproc._pool_workers`) or
+threads (:mod:`nbproc._pool_threads`) — which reports each task with ``result._set(index, ok,
+value, nitems)`` from its result thread. The caller's thread blocks in ``get``/``wait``/
+``next``. Semantics follow CPython's ``multiprocessing.pool``:
+
+- ``ApplyResult``: one value; ``callback``/``error_callback`` run on the result thread before
+  waiters are released.
+- ``MapResult``: a list assembled from chunks; the first error wins, but the result is only
+  ready once every chunk is back (so no task of the map is still running when ``map`` raises).
+- ``IMapIterator``: results in order (``IMapUnorderedIterator``: as they arrive); an error is
+  raised at its position and iteration goes on after it.
+
+Additions: a KeyboardInterrupt while a caller waits cancels the job's outstanding work (queued
+tasks are dropped, workers running them are terminated and replaced) before propagating; a
+result whose pool was terminated raises :class:`TaskCancelledError` instead of waiting forever;
+and ``imap(..., buffersize=n)`` bounds the tasks in flight (see :class:`IMapIterator`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+import traceback
+import types
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.pool import MaybeEncodingError as _StdMaybeEncodingError
+from multiprocessing.pool import RemoteTraceback
+from typing import TYPE_CHECKING, Any
+
+from . import progress
+from .context import ProcessError, TimeoutError
+from .serialization import SerializationError
+
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "MapResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "WorkerLostError",
+    "InitializerError",
+    "TaskCancelledError",
+    "MaybeEncodingError",
+    "RemoteTraceback",
+]
+
+_job_counter = itertools.count()
+
+
+class WorkerLostError(ProcessError):
+    """A pool worker process ended without delivering the result of the task it was running.
+
+    Raised (from ``get()``, ``map()``, ``next()``...) for exactly the task the worker held —
+    one ``apply`` call or one chunk of a map. ``pid`` and ``exitcode`` name the worker; a
+    negative exit code is the signal that killed it (``-9``: SIGKILL, ``-11``: a segfault).
+    The pool has already started a replacement and stays usable.
+    """
+
+    def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.pid, self.exitcode))
+
+
+class InitializerError(WorkerLostError):
+    """The pool's ``initializer`` raised in a worker; the pool cannot run tasks.
+
+    The stdlib keeps restarting such workers and every call waits forever. nbproc stops:
+    every outstanding and future task of the pool fails with this error, whose ``__cause__``
+    is the initializer's exception (with the worker's traceback attached).
+    """
+
+
+class TaskCancelledError(ProcessError):
+    """The task was abandoned before it completed: its pool was terminated, or its job was
+    cancelled because a KeyboardInterrupt arrived while the caller waited for it."""
+
+
+class MaybeEncodingError(_StdMaybeEncodingError, SerializationError):
+    """A worker's result (or exception) could not be serialized to be sent back.
+
+    Same class contract as the stdlib's ``multiprocessing.pool.MaybeEncodingError`` (and a
+    subclass of it); also an nbproc :class:`SerializationError` whose reason names the culprit,
+    e.g. ``result of map(f): item 0: cannot pickle '_thread.lock' object``.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_encoding_error, (self.exc, self.value))
+
+
+def _rebuild_encoding_error(exc_repr: str, value_repr: str) -> MaybeEncodingError:
+    err = MaybeEncodingError.__new__(MaybeEncodingError)
+    err.exc, err.value = exc_repr, value_repr
+    err.args = (exc_repr, value_repr)
+    return err
+
+
+def attach_remote_traceback(exc: BaseException, remote_tb: str | None) -> BaseException:
+    """Make the worker's formatted traceback the ``__cause__`` of ``exc`` (as the stdlib does)."""
+    if remote_tb:
+        exc.__cause__ = RemoteTraceback(f'\n"""\n{remote_tb}"""')
+    return exc
+
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class JobHost(Protocol):
+        """What a result needs from the pool core that runs its tasks."""
+
+        jobs: dict[int, Any]
+        listeners: list[progress.Listener]
+        name: str
+
+        def cancel(self, job: int) -> None: ...
+
+
+def _report_callback_error(what: str) -> None:
+    """A failing callback must not kill the result thread (the stdlib's then hangs every waiter)."""
+    print(f"nbproc: exception in Pool {what}:", file=sys.stderr)
+    traceback.print_exc()
+
+
+class _Job:
+    """Bookkeeping shared by all result kinds: id, registration, progress counts, cancellation."""
+
+    _total: int | None
+
+    def __init__(self, core: JobHost, label: str) -> None:
+        self._core = core
+        self._job = next(_job_counter)
+        self._label = label
+        self._lock = threading.Lock()  # a ThreadPool sets results from several threads at once
+        self._submitted = self._done = self._failed = 0
+        core.jobs[self._job] = self
+
+    # -- progress ------------------------------------------------------------------------
+    def _emit(self, kind: str, items: int, finished: bool) -> None:
+        progress.deliver(
+            self._core.listeners,
+            progress.ProgressEvent(
+                kind=kind,
+                job=self._job,
+                label=self._label,
+                items=items,
+                total=self._total,
+                submitted=self._submitted,
+                done=self._done,
+                failed=self._failed,
+                finished=finished,
+                pool=self._core.name,
+            ),
+        )
+
+    def _note_submitted(self, items: int) -> None:
+        """Called by the submitting thread after ``items`` items were queued."""
+        with self._lock:
+            self._submitted += items
+        if progress.listening(self._core.listeners):
+            self._emit("submitted", items, False)
+
+    def _count(self, ok: bool, nitems: int) -> None:
+        if ok:
+            self._done += nitems
+        else:
+            self._failed += nitems
+
+    def _finish_registration(self) -> None:
+        self._core.jobs.pop(self._job, None)
+
+    def _interrupted(self) -> None:
+        """KeyboardInterrupt while waiting: stop the job's outstanding work, then let it propagate."""
+        self._core.cancel(self._job)
+        self._abort(TaskCancelledError(f"{self._label} was cancelled by KeyboardInterrupt"))
+
+    def _abort(self, exc: BaseException) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class ApplyResult(_Job):
+    """The result of ``apply_async`` (and the base of ``MapResult``): ``get``, ``wait``, ``ready``, ``successful``."""
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+    def __init__(
+        self,
+        core: JobHost,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+        label: str = "apply",
+    ) -> None:
+        self._total = 1
+        super().__init__(core, label)
+        self._event = threading.Event()
+        self._callback = callback
+        self._error_callback = error_callback
+        self._success: bool | None = None
+        self._value: Any = None
+        self._recent = 1  # items reported by the last event
+
+    def __repr__(self) -> str:
+        state = "ready" if self.ready() else "pending"
+        return f"<{type(self).__name__} {self._label} job={self._job} {state}>"
+
+    def ready(self) -> bool:
+        """Whether the call has completed (successfully or not)."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising; ``ValueError`` if it is not ready (as the stdlib)."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return bool(self._success)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the result is ready or ``timeout`` seconds have passed.
+
+        On timeout it simply returns (check :meth:`ready`); the job keeps running. A
+        KeyboardInterrupt while waiting cancels the job's outstanding work, then propagates.
+        """
+        try:
+            self._event.wait(timeout)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Return the result, or raise the remote exception (with the worker's traceback as ``__cause__``).
+
+        With ``timeout``, raise :class:`nbproc.TimeoutError` if it is not ready in time; the job
+        keeps running and ``get`` can be called again ("the pool remains available").
+        """
+        self.wait(timeout)
+        if not self.ready():
+            raise TimeoutError
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _set(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
+        """Record the outcome; runs the callback, then releases waiters (result thread)."""
+        with self._lock:
+            if self._event.is_set():
+                return  # aborted meanwhile: a late result is dropped
+            self._count(ok, nitems)
+            self._success, self._value = ok, value
+        self._complete()
+
+    def _complete(self) -> None:
+        if self._success:
+            if self._callback is not None:
+                try:
+                    self._callback(self._value)
+                except Exception:  # noqa: BLE001
+                    _report_callback_error("callback")
+        elif self._error_callback is not None:
+            try:
+                self._error_callback(self._value)
+            except Exception:  # noqa: BLE001
+                _report_callback_error("error_callback")
+        self._finish_registration()
+        self._event.set()
+        if progress.listening(self._core.listeners):
+            self._emit("done" if self._success else "failed", self._last_items(), True)
+
+    def _last_items(self) -> int:
+        return self._recent
+
+    def _fail_job(self, exc: BaseException) -> None:
+        """The whole call failed before any task ran (its function could not be serialized)."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            outstanding = max((self._total or 0) - self._done - self._failed, 0)
+            self._failed += outstanding
+            self._recent = outstanding
+            self._success, self._value = False, exc
+        self._complete()
+
+    def _abort(self, exc: BaseException) -> None:
+        """Fail the job now without running callbacks (pool terminated / job cancelled)."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            outstanding = (self._total or 0) - self._done - self._failed
+            self._failed += max(outstanding, 0)
+            self._success, self._value = False, exc
+        self._finish_registration()
+        self._event.set()
+        if progress.listening(self._core.listeners):
+            self._emit("cancelled", max(outstanding, 0), True)
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """The result of ``map_async``/``starmap_async``: a list assembled from chunks."""
+
+    def __init__(
+        self,
+        core: JobHost,
+        chunksize: int,
+        length: int,
+        callback: Callable[[Any], Any] | None,
+        error_callback: Callable[[BaseException], Any] | None,
+        label: str = "map",
+    ) -> None:
+        super().__init__(core, callback, error_callback, label)
+        self._total = length
+        self._success = True
+        self._value = [None] * length
+        self._chunksize = chunksize
+        if chunksize <= 0:  # empty iterable: ready at once (the stdlib runs no callback here either)
+            self._number_left = 0
+            self._finish_registration()
+            self._event.set()
+        else:
+            self._number_left = length // chunksize + bool(length % chunksize)
+
+    def _set(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._count(ok, nitems)
+            self._number_left -= 1
+            if ok and self._success:
+                self._value[index * self._chunksize : (index + 1) * self._chunksize] = value
+            elif not ok and self._success:
+                self._success, self._value = False, value  # only the first error is kept
+            last = self._number_left == 0
+        if last:
+            self._recent = nitems
+            self._complete()
+        elif progress.listening(self._core.listeners):
+            self._emit("done" if ok else "failed", nitems, False)
+
+    def _last_items(self) -> int:
+        return self._recent
+
+
+_NOTHING = object()
+
+
+class Room:
+    """How many more tasks an ``imap`` feeder may submit (``buffersize``).
+
+    The feeder takes a place before each task and the consumer frees one per task consumed.
+    Closing (job aborted, or the iterator garbage collected) wakes a waiting feeder for good.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._places = threading.Semaphore(size)
+        self._size = size
+        self.closed = False
+
+    def wait(self) -> bool:
+        """Block until a place is free (no time limit); False once closed."""
+        self._places.acquire()
+        return not self.closed
+
+    def free(self) -> None:
+        self._places.release()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._places.release(self._size + 1)
+
+
+class IMapIterator(_Job):
+    """Iterator over the results of ``imap``: in order, each error raised at its position.
+
+    ``next(timeout)`` raises :class:`nbproc.TimeoutError` when the next result is not ready
+    within ``timeout`` seconds (for any chunksize); iteration can continue afterwards. A
+    KeyboardInterrupt while waiting cancels the job's outstanding work, then propagates.
+
+    With ``buffersize`` (an nbproc addition), at most that many tasks are submitted and not
+    yet consumed: the input iterable is read only as results are taken, so an infinite
+    generator works with bounded memory.
+    """
+
+    def __init__(self, core: JobHost, label: str = "imap", buffersize: int | None = None) -> None:
+        self._total = None
+        super().__init__(core, label)
+        self._cond = threading.Condition(self._lock)
+        self._chunks: deque[tuple[bool, Any]] = deque()  # completed tasks, in the order to yield them
+        self._current: list[Any] | None = None  # the chunk being yielded
+        self._pos = 0
+        self._index = 0  # tasks moved to _chunks
+        self._length: int | None = None  # number of tasks, once the input is exhausted
+        self._unsorted: dict[int, tuple[bool, Any]] = {}
+        self._aborted: BaseException | None = None
+        self._abort_raised = False
+        self._room = Room(buffersize) if buffersize else None
+
+    def __del__(self) -> None:
+        room = getattr(self, "_room", None)
+        if room is not None:
+            room.close()  # an abandoned iterator releases its feeder thread
+
+    def __iter__(self) -> IMapIterator:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._label} job={self._job}>"
+
+    def _take(self) -> Any:
+        """The next result if one is available (lock held), else ``_NOTHING``."""
+        if self._current is not None:
+            value = self._current[self._pos]
+            self._pos += 1
+            if self._pos == len(self._current):
+                self._current = None
+            return (True, value)
+        if self._chunks:
+            ok, value = self._chunks.popleft()
+            if self._room is not None:
+                self._room.free()
+            if not ok:
+                return (False, value)
+            if len(value) > 1:
+                self._current, self._pos = value, 1
+            elif not value:
+                return self._take()
+            return (True, value[0])
+        return _NOTHING
+
+    def _exhausted(self) -> bool:
+        return self._index == self._length and not self._chunks and self._current is None
+
+    def next(self, timeout: float | None = None) -> Any:
+        """Return the next result; see the class docstring for timeout and interrupt behaviour."""
+        deadline = None
+        try:
+            with self._cond:
+                while True:
+                    item = self._take()
+                    if item is not _NOTHING:
+                        break
+                    if self._aborted is not None:
+                        if self._abort_raised:
+                            raise StopIteration
+                        self._abort_raised = True
+                        raise self._aborted
+                    if self._exhausted():
+                        self._finish_registration()
+                        raise StopIteration
+                    if timeout is not None:
+                        now = time.monotonic()
+                        if deadline is None:
+                            deadline = now + timeout
+                        elif now >= deadline:
+                            raise TimeoutError
+                        self._cond.wait(deadline - now)
+                    else:
+                        self._cond.wait()
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        ok, value = item
+        if ok:
+            return value
+        raise value
+
+    __next__ = next
+
+    def _set(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
+        with self._cond:
+            if self._aborted is not None:
+                return
+            self._count(ok, nitems)
+            self._place(index, (ok, value))
+            finished = self._index == self._length
+        if finished:
+            self._finish_registration()
+        if progress.listening(self._core.listeners):
+            self._emit("done" if ok else "failed", nitems, finished)
+
+    def _place(self, index: int, entry: tuple[bool, Any]) -> None:
+        if index == self._index:
+            self._chunks.append(entry)
+            self._index += 1
+            while self._index in self._unsorted:
+                self._chunks.append(self._unsorted.pop(self._index))
+                self._index += 1
+            self._cond.notify()
+        else:
+            self._unsorted[index] = entry
+
+    def _set_length(self, length: int, items: int) -> None:
+        """The feeder read the whole input: ``length`` tasks holding ``items`` items."""
+        with self._cond:
+            if self._aborted is not None:
+                return
+            self._length = length
+            self._total = items
+            finished = self._index == length
+            if finished:
+                self._cond.notify_all()
+        if finished:
+            self._finish_registration()
+            if progress.listening(self._core.listeners):
+                self._emit("done", 0, True)
+
+    def _fail_job(self, exc: BaseException) -> None:
+        """The whole call failed before any task ran: ``next()`` raises ``exc`` once, then stops."""
+        self._abort(exc, kind="failed")
+
+    def _abort(self, exc: BaseException, kind: str = "cancelled") -> None:
+        with self._cond:
+            if self._aborted is not None or self._exhausted():
+                return
+            self._aborted = exc
+            outstanding = max((self._total or self._submitted) - self._done - self._failed, 0)
+            self._failed += outstanding
+            self._cond.notify_all()
+        if self._room is not None:
+            self._room.close()  # wake a feeder waiting for room
+        self._finish_registration()
+        if progress.listening(self._core.listeners):
+            self._emit(kind, outstanding, True)
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """Iterator over the results of ``imap_unordered``: each result as soon as it arrives."""
+
+    def _place(self, index: int, entry: tuple[bool, Any]) -> None:
+        self._chunks.append(entry)
+        self._index += 1
+        self._cond.notify()

@@ -1,0 +1,1011 @@
+"""The process pool's engine: worker processes, the pool thread, and the messages between them.
+
+Data flow (two one-way pipes per worker — OS pipes have about half the round-trip latency of
+a socketpair; only the pool thread reads or writes the parent's ends)::
+
+    caller thread(s)                     pool thread "nbproc-pool"                worker process i
+    ----------------                     -------------------------                ----------------
+    map()/apply_async()/imap feeder
+      serialize the function once  --> FunctionEntry(id, frame)
+      serialize each task          --> pending deque  ---- dispatch ---->  [Forget] [Function] Task
+          (errors surface here)           ^   (wake pipe)                       |  run, in order
+                                          |                                     v
+    result.get() <---- result._set() -- receive Result / Ready  <---------- Result (+ big buffers)
+                                        watch sentinel i  <---- exits/dies ----
+                                          fail the task it was running,
+                                          requeue what it never started,
+                                          start a replacement
+
+The pool thread waits on one selector holding the wake pipe, every worker's pipe and every
+worker's *sentinel*, so a dead worker is noticed at once rather than never (the stdlib's Pool
+replaces it but leaves its task pending forever). Workers never share a queue: the pool thread
+chooses who runs what, which is what lets it know exactly which task a dead worker held.
+
+Functions travel once: the caller serializes the task function once per call (identical bytes
+are shared between calls), each worker caches it by id, and the pool thread sends the function
+frame to a worker only before the first task that needs it. Tasks carry only the id.
+
+Messages are frames of the stdlib's connection framing. The first byte is a tag; a
+``struct`` header follows; then a pickle body; then ``nbuffers`` raw frames holding the
+out-of-band buffers (PEP 574) of large arrays, so a 16 MB array is neither copied into a
+pickle nor out of one:
+
+    parent -> worker   TASK(job, index, func_id, kind, nbuffers) + pickle(args)
+                       FUNCTION(func_id) + pickle(func)      FORGET(func_id)      STOP
+    worker -> parent   READY                                 INIT_FAILED + pickle(Failure)
+                       RESULT(job, index, ok, nbuffers) + pickle(value | Failure)
+
+Prefetch: a worker whose tasks are measured to be tiny (under :data:`FAST_TASK`) is given up
+to :data:`PREFETCH` small tasks, refilled several at a time in one write, so that it never
+waits for the round trip and the pool thread's writes land in a pipe nobody is blocked on (a
+write that wakes a sleeping reader costs several times more; reads likewise take every
+waiting frame at once). Any other worker gets one task at a time, so a task does not wait
+behind a long one while another worker is idle — except, rarely, a task queued behind one that
+runs long after a series of tiny ones. A worker's results come back in the order it received
+its tasks, so on its death the first task it holds is the one that was running, and the
+others never started.
+
+A worker also watches its parent: a thread waits on the parent's sentinel and exits the
+process when the parent is gone, even in the middle of a long task (no orphans). Workers
+ignore SIGINT: Ctrl-C (or a Jupyter interrupt, sent to the whole process group) is handled by
+the parent, which cancels the interrupted job and terminates only the workers running it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import reprlib
+import selectors
+import signal
+import struct
+import sys
+import threading
+import traceback
+import weakref
+from collections import OrderedDict, deque
+from multiprocessing import parent_process
+from multiprocessing.connection import wait as _wait_ready
+from time import monotonic
+from typing import Any
+
+from . import serialization
+from ._pool_results import (
+    InitializerError,
+    MaybeEncodingError,
+    TaskCancelledError,
+    WorkerLostError,
+    attach_remote_traceback,
+)
+from .connection import OOB_THRESHOLD, Pipe
+
+__all__ = ["ProcessCore", "worker_main", "APPLY", "MAP", "STARMAP"]
+
+# Task kinds: how the worker calls the function on the task's arguments.
+APPLY, MAP, STARMAP = 0, 1, 2
+
+# A worker gets a second task while it runs the first only if the queued bytes stay below this:
+# such a write never blocks (a Linux pipe holds 64 KiB), so the pool thread cannot stall
+# behind a busy worker. Larger tasks wait until a worker is idle.
+PREFETCH_BYTES = 32 * 1024
+# Tasks held by one worker whose tasks are tiny: enough to cover the pool thread's reaction
+# time (~20 us) several times over; each one may wait behind a task that turns out long.
+PREFETCH = 6
+# ... and is refilled once it holds this many or fewer, so one write carries several tasks.
+REFILL_AT = 3
+# A worker counts as running tiny tasks while its recent tasks took less than this (and the
+# current one has not been running longer): above it, the round trip is noise anyway.
+FAST_TASK = 0.001
+_EWMA = 0.3  # weight of the newest task duration in a worker's average
+# Functions a worker keeps; the pool thread evicts (FORGET) the least recently used beyond it.
+# Large enough for interleaved jobs, small enough that closures over big data are released.
+WORKER_FUNCTION_CACHE = 32
+# Recently serialized functions the parent remembers by their bytes, so that a loop of
+# apply_async(f, ...) sends f once per worker; entries over the size limit are not kept.
+RECENT_FUNCTIONS = 16
+RECENT_FUNCTION_MAX_BYTES = 1024 * 1024
+
+TAG_TASK, TAG_FUNCTION, TAG_FORGET, TAG_STOP = 1, 2, 3, 4
+TAG_READY, TAG_RESULT, TAG_INIT_FAILED = 11, 12, 13
+
+_FRAME_SIZE = struct.Struct("!i")
+_FRAME_SIZE_LONG = struct.Struct("!Q")
+
+
+class TaskMessage:
+    """parent -> worker: call function ``func_id`` on ``args`` (one apply call or one chunk)."""
+
+    HEADER = struct.Struct("<BqqqBI")  # tag, job, index, func_id, kind, nbuffers
+
+    @classmethod
+    def encode(cls, job: int, index: int, func_id: int, kind: int, args: Any, snapshot: bool) -> list[Any]:
+        body, buffers = _dumps_with_buffers(args, snapshot)
+        return [cls.HEADER.pack(TAG_TASK, job, index, func_id, kind, len(buffers)) + body, *buffers]
+
+
+class FunctionMessage:
+    """parent -> worker: the function behind ``func_id`` (sent to each worker once)."""
+
+    HEADER = struct.Struct("<Bq")  # tag, func_id
+
+    @classmethod
+    def encode(cls, func_id: int, payload: bytes) -> bytes:
+        return cls.HEADER.pack(TAG_FUNCTION, func_id) + payload
+
+
+class ForgetMessage:
+    """parent -> worker: drop function ``func_id`` from the cache (the parent tracks the LRU)."""
+
+    HEADER = struct.Struct("<Bq")
+
+    @classmethod
+    def encode(cls, func_id: int) -> bytes:
+        return cls.HEADER.pack(TAG_FORGET, func_id)
+
+
+STOP_FRAME = bytes([TAG_STOP])  # parent -> worker: finish; sent only when no task is outstanding
+READY_FRAME = bytes([TAG_READY])  # worker -> parent: the initializer ran, tasks are welcome
+
+
+class ResultMessage:
+    """worker -> parent: the outcome of task ``(job, index)``: a value, or a :class:`Failure`."""
+
+    HEADER = struct.Struct("<BqqBI")  # tag, job, index, ok, nbuffers
+
+    @classmethod
+    def encode(cls, job: int, index: int, ok: bool, value: Any) -> list[Any]:
+        try:
+            body, buffers = _dumps_with_buffers(value, False, what="pool task result")
+        except Exception as exc:  # noqa: BLE001 - whatever the pickler raised, the parent must hear of it
+            original = value.exc if isinstance(value, Failure) else value
+            error = MaybeEncodingError.__new__(MaybeEncodingError)
+            error.exc, error.value = repr(exc), reprlib.repr(original)
+            error.args = (error.exc, error.value)
+            tb = value.tb if isinstance(value, Failure) else None
+            body, buffers, ok = serialization.dumps(Failure(error, tb)), [], False
+        return [cls.HEADER.pack(TAG_RESULT, job, index, ok, len(buffers)) + body, *buffers]
+
+
+class Failure:
+    """An exception raised in a worker, with its formatted traceback (pickles are traceback-less)."""
+
+    __slots__ = ("exc", "tb")
+
+    def __init__(self, exc: BaseException, tb: str | None) -> None:
+        self.exc = exc
+        self.tb = tb
+
+    @classmethod
+    def capture(cls, exc: BaseException) -> Failure:
+        return cls(exc, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Failure, (self.exc, self.tb))
+
+    def rebuild(self) -> BaseException:
+        return attach_remote_traceback(self.exc, self.tb)
+
+
+def _dumps_with_buffers(obj: Any, snapshot: bool, what: str | None = None) -> tuple[bytes, list[Any]]:
+    """Pickle ``obj``; contiguous buffers of at least OOB_THRESHOLD bytes are returned apart.
+
+    ``snapshot`` copies those buffers now: needed when the caller may modify its arrays before
+    the task is sent (``*_async``); a blocking call (``map``) sends them without a copy.
+    """
+    buffers: list[Any] = []
+
+    def out_of_band(buf: Any) -> bool:
+        try:
+            raw = buf.raw()
+        except BufferError:  # not contiguous: the pickler copies it in band
+            return True
+        if raw.nbytes < OOB_THRESHOLD:
+            return True
+        buffers.append(bytes(raw) if snapshot else raw)
+        return False
+
+    return serialization.dumps(obj, what=what, buffer_callback=out_of_band), buffers
+
+
+# --------------------------------------------------------------------------------------------
+# Frame I/O on raw descriptors: the stdlib's framing (4-byte big-endian length; -1 then 8 bytes
+# for frames over 2 GiB), read straight into one buffer so a large frame is copied only once.
+# --------------------------------------------------------------------------------------------
+
+
+def _read_into(fd: int, view: memoryview) -> None:
+    pos, size = 0, len(view)
+    while pos < size:
+        n = os.readv(fd, [view[pos:]])
+        if n == 0:
+            raise EOFError("pipe closed in the middle of a message")
+        pos += n
+
+
+class FrameReader:
+    """Reads frames from a pipe, several per system call when they are already waiting.
+
+    Small frames come back as views of the chunk they were read in (read-only); a frame
+    larger than a chunk is read straight into its own writable buffer, copied once.
+    """
+
+    CHUNK = 65536  # one read; a pipe holds 64 KiB, so this empties it
+    __slots__ = ("fd", "_buf", "_pos")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = b""
+        self._pos = 0
+
+    def has_frame(self) -> bool:
+        """Whether a complete frame is already buffered (the selector will not report it)."""
+        avail = len(self._buf) - self._pos
+        if avail < 4:
+            return False
+        (size,) = _FRAME_SIZE.unpack_from(self._buf, self._pos)
+        return 0 <= size <= avail - 4
+
+    def read(self) -> memoryview:
+        """Next frame; blocks until it is complete, ``EOFError`` if the writer closed."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= 4:
+            (size,) = _FRAME_SIZE.unpack_from(buf, pos)
+            end = pos + 4 + size
+            if 0 <= size and end <= len(buf):
+                self._pos = end
+                return memoryview(buf)[pos + 4 : end]
+        return self._read_slow()
+
+    def read_buffer(self) -> memoryview:
+        """Next frame as a writable buffer (out-of-band data, e.g. an array's memory)."""
+        view = self.read()
+        return view if not view.readonly else memoryview(bytearray(view))
+
+    def _more(self, data: bytes) -> bytes:
+        chunk = os.read(self.fd, self.CHUNK)
+        if not chunk:
+            raise EOFError("pipe closed" + (" in the middle of a message" if data else ""))
+        return data + chunk if data else chunk
+
+    def _read_slow(self) -> memoryview:
+        data = self._buf[self._pos :]
+        self._buf, self._pos = b"", 0
+        while len(data) < 4:
+            data = self._more(data)
+        (size,) = _FRAME_SIZE.unpack_from(data)
+        head = 4
+        if size == -1:
+            while len(data) < 12:
+                data = self._more(data)
+            (size,) = _FRAME_SIZE_LONG.unpack_from(data, 4)
+            head = 12
+        if size > self.CHUNK:
+            target = bytearray(size)  # writable, so arrays rebuilt on it are writable as the stdlib's are
+            part = memoryview(data)[head : head + size]
+            target[: len(part)] = part
+            self._buf, self._pos = data, head + len(part)
+            if len(part) < size:
+                _read_into(self.fd, memoryview(target)[len(part) :])
+            return memoryview(target)
+        while len(data) < head + size:
+            data = self._more(data)
+        self._buf, self._pos = data, head + size
+        return memoryview(data)[head : head + size]
+
+
+def send_frames(fd: int, frames: list[Any]) -> None:
+    """Write several frames, small ones coalesced into one write (one wake-up of the reader)."""
+    if len(frames) == 1:
+        send_frame(fd, frames[0])
+        return
+    small: list[bytes] = []
+    for frame in frames:
+        if isinstance(frame, bytes) and len(frame) <= 16384:
+            small.append(_FRAME_SIZE.pack(len(frame)))
+            small.append(frame)
+            continue
+        if small:
+            _write_all(fd, b"".join(small))
+            small = []
+        send_frame(fd, frame)
+    if small:
+        _write_all(fd, b"".join(small))
+
+
+def send_frame(fd: int, data: Any) -> None:
+    """Write one frame (blocks until the peer has room for it)."""
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    size = len(view)
+    if size <= 16384:  # one write for small frames: header and body together
+        _write_all(fd, _FRAME_SIZE.pack(size) + bytes(view))
+        return
+    if size > 0x7FFFFFFF:
+        _write_all(fd, _FRAME_SIZE.pack(-1) + _FRAME_SIZE_LONG.pack(size))
+    else:
+        _write_all(fd, _FRAME_SIZE.pack(size))
+    _write_all(fd, view)
+
+
+def _write_all(fd: int, data: Any) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+# --------------------------------------------------------------------------------------------
+# The worker process
+# --------------------------------------------------------------------------------------------
+
+_ORPHAN_EXIT = 3  # exit code of a worker whose parent died (nobody reads it; useful in core dumps)
+
+
+def _watch_parent() -> None:
+    """Exit this worker when the pool's process dies, even in the middle of a task."""
+    parent = parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        _wait_ready([sentinel])
+        os._exit(_ORPHAN_EXIT)
+
+    threading.Thread(target=watch, name="nbproc-parent-watch", daemon=True).start()
+
+
+def worker_main(
+    tasks: Any, results: Any, initializer: Any, initargs: tuple, maxtasks: int | None, inherited_fds: tuple
+) -> None:
+    """Body of a pool worker: run the initializer, then tasks until STOP, ``maxtasks`` or EOF.
+
+    ``tasks`` is the read end of the parent's task pipe, ``results`` the write end of the
+    result pipe (connections; only their descriptors are used).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in inherited_fds:  # fork only: the parent's ends of other pipes must not stay open here
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _watch_parent()
+    reader, out = FrameReader(tasks.fileno()), results.fileno()
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, then this worker ends
+            send_frame(out, bytes([TAG_INIT_FAILED]) + serialization.dumps(Failure.capture(exc)))
+            sys.exit(1)
+    send_frame(out, READY_FRAME)
+    functions: dict[int, Any] = {}
+    done = 0
+    task_header = TaskMessage.HEADER
+    while maxtasks is None or done < maxtasks:
+        try:
+            frame = reader.read()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        tag = frame[0]
+        if tag == TAG_TASK:
+            _, job, index, func_id, kind, nbuffers = task_header.unpack_from(frame)
+            buffers = [reader.read_buffer() for _ in range(nbuffers)]
+            ok, value = _run_task(functions, func_id, kind, frame[task_header.size :], buffers)
+            del frame, buffers
+            for frame_out in ResultMessage.encode(job, index, ok, value):
+                send_frame(out, frame_out)
+            del value
+            done += 1
+        elif tag == TAG_FUNCTION:
+            (_, func_id) = FunctionMessage.HEADER.unpack_from(frame)
+            try:
+                functions[func_id] = serialization.loads(frame[FunctionMessage.HEADER.size :])
+            except BaseException as exc:  # noqa: BLE001 - each task using it will report this
+                functions[func_id] = Failure.capture(exc)
+        elif tag == TAG_FORGET:
+            (_, func_id) = ForgetMessage.HEADER.unpack_from(frame)
+            functions.pop(func_id, None)
+        elif tag == TAG_STOP:
+            return
+
+
+def _run_task(functions: dict[int, Any], func_id: int, kind: int, body: Any, buffers: list) -> tuple[bool, Any]:
+    func = functions.get(func_id)
+    if isinstance(func, Failure):
+        return False, func
+    try:
+        args = serialization.loads(body, buffers=buffers)
+        if kind == MAP:
+            return True, list(map(func, args))
+        if kind == STARMAP:
+            return True, list(itertools.starmap(func, args))
+        return True, func(*args[0], **args[1])
+    except BaseException as exc:  # noqa: BLE001 - the task's outcome, sent to the caller
+        return False, Failure.capture(exc)
+
+
+# --------------------------------------------------------------------------------------------
+# The parent side
+# --------------------------------------------------------------------------------------------
+
+
+class FunctionEntry:
+    """A serialized task function, shared by the tasks of one or more calls."""
+
+    __slots__ = ("id", "frame", "__weakref__")
+
+    def __init__(self, func_id: int, payload: bytes) -> None:
+        self.id = func_id
+        self.frame = FunctionMessage.encode(func_id, payload)
+
+
+class Task:
+    """A serialized task waiting for, or held by, a worker (parent side only)."""
+
+    __slots__ = ("result", "job", "index", "func", "frames", "nbytes", "nitems")
+
+    def __init__(self, result: Any, index: int, func: FunctionEntry, frames: list[Any], nitems: int) -> None:
+        self.result = result
+        self.job = result._job
+        self.index = index
+        self.func = func
+        self.frames = frames
+        self.nbytes = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
+        self.nitems = nitems
+
+
+class WorkerSlot:
+    """One worker process as the pool thread sees it."""
+
+    __slots__ = (
+        "process",
+        "pid",
+        "tasks",
+        "results",
+        "wfd",
+        "fd",
+        "sentinel",
+        "inflight",
+        "queued_bytes",
+        "known",
+        "sent",
+        "ready",
+        "head_started",
+        "avg_time",
+        "reader",
+    )
+
+    def __init__(self, process: Any, tasks: Any, results: Any) -> None:
+        self.process = process
+        self.pid: int = process.pid
+        self.tasks = tasks  # write end of the task pipe
+        self.results = results  # read end of the result pipe
+        self.wfd: int = tasks.fileno()
+        self.fd: int = results.fileno()  # -1 once the worker closed it
+        self.reader = FrameReader(self.fd)
+        self.sentinel: int = process.sentinel
+        self.inflight: deque[Task] = deque()  # sent, result not back; [0] is the one running
+        self.queued_bytes = 0  # bytes of inflight[1:], the part that sits in the pipe
+        self.known: OrderedDict[int, None] = OrderedDict()  # function ids cached in the worker
+        self.sent = 0  # tasks sent (for maxtasksperchild)
+        self.ready = False  # READY received
+        self.head_started = 0.0  # when inflight[0] started (as far as the parent can tell)
+        self.avg_time = FAST_TASK * 10  # task duration average; unknown counts as slow
+
+
+_WAKE, _RESULT, _DEATH = 0, 1, 2
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+
+
+class ProcessCore:
+    """Workers and the pool thread behind :class:`nbproc.pool.Pool` (see the module docstring).
+
+    The facade (``Pool``) owns the public API and keeps only a reference to this object, so a
+    Pool that is dropped without ``close()`` can be garbage collected and terminate us.
+    """
+
+    def __init__(
+        self,
+        processes: int,
+        initializer: Any,
+        initargs: tuple,
+        maxtasksperchild: int | None,
+        context: Any,
+        name: str,
+    ) -> None:
+        self.processes = processes
+        self.name = name
+        self.jobs: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()  # outstanding jobs
+        self.listeners: list[Any] = []
+        self.state = RUN
+        self._ctx = context
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._maxtasks = maxtasksperchild
+        self._lock = threading.Lock()  # guards _pending, _cancelled, state changes, _recent
+        self._pending: deque[Task] = deque()
+        self._cancelled: set[int] = set()
+        self._cancel_requested = False
+        self._feeders = 0
+        self._slots: dict[int, WorkerSlot] = {}
+        self._recent: OrderedDict[bytes, FunctionEntry] = OrderedDict()
+        self._func_ids = itertools.count()
+        self._broken: BaseException | None = None
+        self._stopping = False
+        self._shut_down = False
+        self._terminate_inline = False
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+        try:
+            for _ in range(processes):
+                self._start_worker()
+        except BaseException:
+            self._shutdown()
+            raise
+        self._thread = threading.Thread(target=self._run, name=f"nbproc-pool-{name}", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- caller-thread API
+    def prepare_function(self, func: Any, what: str) -> FunctionEntry:
+        """Serialize ``func`` (raises :class:`SerializationError`); identical bytes share one id."""
+        payload = serialization.dumps(func, what=what)
+        with self._lock:
+            entry = self._recent.get(payload)
+            if entry is not None:
+                self._recent.move_to_end(payload)
+                return entry
+            entry = FunctionEntry(next(self._func_ids), payload)
+            if len(payload) <= RECENT_FUNCTION_MAX_BYTES:
+                self._recent[payload] = entry
+                if len(self._recent) > RECENT_FUNCTIONS:
+                    self._recent.popitem(last=False)
+        return entry
+
+    def make_task(
+        self, result: Any, index: int, func: FunctionEntry, kind: int, args: Any, nitems: int, snapshot: bool
+    ) -> Task:
+        """Serialize one task's arguments now, in the caller's thread (raises :class:`SerializationError`)."""
+        frames = TaskMessage.encode(result._job, index, func.id, kind, args, snapshot)
+        return Task(result, index, func, frames, nitems)
+
+    def submit(self, tasks: list[Task]) -> None:
+        """Queue tasks for the workers; they start as soon as a worker is free."""
+        if not tasks:
+            return
+        with self._lock:
+            broken = self._broken
+            if broken is None and self.state != TERMINATE:
+                self._pending.extend(tasks)
+        if broken is not None:
+            for task in tasks:
+                task.result._set(task.index, False, self._broken_error(), task.nitems)
+        elif self.state == TERMINATE:
+            for task in tasks:
+                task.result._abort(TaskCancelledError("the pool was terminated"))
+        else:
+            self._wake()
+
+    def feeder_started(self) -> None:
+        with self._lock:
+            self._feeders += 1
+
+    def feeder_done(self) -> None:
+        with self._lock:
+            self._feeders -= 1
+        self._wake()
+
+    def cancel(self, job: int) -> None:
+        """Drop the job's queued tasks and terminate the workers running its tasks (they are replaced)."""
+        with self._lock:
+            self._cancelled.add(job)
+            if any(task.job == job for task in self._pending):
+                self._pending = deque(task for task in self._pending if task.job != job)
+            self._cancel_requested = True
+        self._wake()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.state == RUN:
+                self.state = CLOSE
+        self._wake()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the pool thread and all workers have exited (after close or terminate)."""
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._shutdown()
+
+    def terminate(self) -> None:
+        """Stop now: terminate the workers, fail outstanding results with TaskCancelledError."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self.state = TERMINATE
+        self._wake()
+        if threading.current_thread() is self._thread:
+            self._terminate_inline = True  # called from a callback: the pool thread finishes the job
+            return
+        if self._thread.is_alive():
+            self._thread.join()
+        self._shutdown()
+
+    def worker_pids(self) -> list[int]:
+        return [slot.pid for slot in list(self._slots.values())]
+
+    def worker_processes(self) -> list[Any]:
+        return [slot.process for slot in list(self._slots.values())]
+
+    # ---------------------------------------------------------------- internals
+    def _wake(self) -> None:
+        if self._wake_w < 0:
+            return
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (the pool thread will wake anyway) or already closed
+
+    def _broken_error(self) -> InitializerError:
+        cause = self._broken
+        err = InitializerError(f"the pool's initializer failed in a worker: {cause!r}; the pool cannot run tasks")
+        err.__cause__ = cause
+        return err
+
+    def _inherited_fds(self, *new_parent_ends: int) -> tuple[int, ...]:
+        """Descriptors a forked worker inherits but must not keep (fork only).
+
+        Besides hygiene this keeps end-of-file meaningful: a worker holding a copy of the
+        parent's end of its own task pipe would never see EOF when the parent dies.
+        """
+        if self._ctx.get_start_method() != "fork":
+            return ()
+        fds = [*new_parent_ends, self._wake_r, self._wake_w]
+        try:
+            fds.append(self._selector.fileno())  # type: ignore[attr-defined]
+        except (AttributeError, ValueError):
+            pass
+        for slot in self._slots.values():
+            fds.extend(fd for fd in (slot.fd, slot.wfd) if fd >= 0)
+        return tuple(fds)
+
+    def _start_worker(self) -> WorkerSlot:
+        task_r, task_w = Pipe(duplex=False)
+        result_r, result_w = Pipe(duplex=False)
+        try:
+            inherited = self._inherited_fds(task_w.fileno(), result_r.fileno())
+            process = self._ctx.Process(
+                target=worker_main,
+                args=(task_r, result_w, self._initializer, self._initargs, self._maxtasks, inherited),
+                daemon=True,
+            )
+            process.name = process.name.replace("Process", "PoolWorker")
+            process.start()
+        except BaseException:
+            task_w.close()
+            result_r.close()
+            raise
+        finally:
+            task_r.close()
+            result_w.close()
+        slot = WorkerSlot(process, task_w, result_r)
+        self._slots[slot.pid] = slot
+        self._selector.register(slot.fd, selectors.EVENT_READ, (_RESULT, slot))
+        self._selector.register(slot.sentinel, selectors.EVENT_READ, (_DEATH, slot))
+        return slot
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a bug here must fail the callers, not hang them
+            print("nbproc: the pool thread failed:", file=sys.stderr)
+            traceback.print_exc()
+            with self._lock:
+                self._broken = self._broken or exc
+                self.state = TERMINATE
+            self._terminate_inline = True
+        if self._terminate_inline:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        select = self._selector.select
+        while True:
+            for key, _ in select():
+                kind, slot = key.data
+                if kind == _RESULT:
+                    if self._slots.get(slot.pid) is slot and slot.fd >= 0:
+                        self._receive(slot)
+                elif kind == _DEATH:
+                    if self._slots.get(slot.pid) is slot:
+                        self._bury(slot)
+                else:
+                    self._drain_wake()
+            if self.state == TERMINATE:
+                return
+            if self._cancel_requested:
+                self._stop_cancelled()
+            if self._pending:
+                self._dispatch()
+            if self.state == CLOSE:
+                if not self._stopping and self._all_done():
+                    self._stopping = True
+                    for slot in list(self._slots.values()):
+                        self._send(slot, [STOP_FRAME])
+                if self._stopping and not self._slots:
+                    return
+
+    def _all_done(self) -> bool:
+        return not self._pending and self._feeders == 0 and not any(s.inflight for s in self._slots.values())
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _receive(self, slot: WorkerSlot) -> None:
+        """Handle every message the worker has sent so far (pool thread).
+
+        All buffered messages are handled now: the selector only reports new data.
+        """
+        reader = slot.reader
+        while True:
+            try:
+                frame = reader.read()
+                tag = frame[0]
+                if tag == TAG_RESULT:
+                    _, job, index, ok, nbuffers = ResultMessage.HEADER.unpack_from(frame)
+                    buffers = [reader.read_buffer() for _ in range(nbuffers)]
+            except (EOFError, OSError):
+                # The worker is exiting; its sentinel will tell us how. Stop watching the pipe.
+                self._selector.unregister(slot.fd)
+                slot.fd = -1
+                return
+            if tag == TAG_RESULT:
+                self._complete(slot, job, index, bool(ok), frame, buffers)
+            elif tag == TAG_READY:
+                slot.ready = True
+            elif tag == TAG_INIT_FAILED:
+                self._initializer_failed(serialization.loads(frame[1:]))
+            del frame
+            if not reader.has_frame():
+                return
+
+    def _complete(self, slot: WorkerSlot, job: int, index: int, ok: bool, frame: Any, buffers: list[Any]) -> None:
+        task = slot.inflight.popleft()
+        now = monotonic()
+        slot.avg_time += _EWMA * (now - slot.head_started - slot.avg_time)
+        if slot.inflight:
+            slot.queued_bytes -= slot.inflight[0].nbytes
+            slot.head_started = now
+        if task.job != job or task.index != index:  # pragma: no cover - protocol invariant
+            raise RuntimeError(f"worker {slot.pid} answered task {(job, index)}, expected {(task.job, task.index)}")
+        try:
+            value = serialization.loads(frame[ResultMessage.HEADER.size :], buffers=buffers)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the result's class is not importable here
+            ok, value = False, exc
+        else:
+            if not ok:
+                value = value.rebuild()
+        task.result._set(index, ok, value, task.nitems)
+
+    def _initializer_failed(self, failure: Failure) -> None:
+        with self._lock:
+            if self._broken is None:
+                self._broken = failure.rebuild()
+            pending, self._pending = self._pending, deque()
+        for task in pending:
+            task.result._set(task.index, False, self._broken_error(), task.nitems)
+
+    def _bury(self, slot: WorkerSlot) -> None:
+        """A worker's sentinel fired: account for its tasks, then replace it (pool thread).
+
+        Failure mode handled here: a worker that dies mid-task (``os._exit``, a signal, a
+        segfault). Results it finished before dying are still read from its pipe; the task
+        it was running fails with :class:`WorkerLostError`; tasks it held but never started
+        go back to the front of the queue.
+        """
+        while slot.fd >= 0 and (slot.reader.has_frame() or _wait_ready([slot.fd], 0)):
+            self._receive(slot)
+        if slot.fd >= 0:
+            self._selector.unregister(slot.fd)
+        self._selector.unregister(slot.sentinel)
+        del self._slots[slot.pid]
+        slot.process.join(5)  # it has exited (its sentinel fired); this only reaps it
+        exitcode = slot.process.exitcode
+        slot.tasks.close()
+        slot.results.close()
+        running = slot.inflight.popleft() if slot.inflight else None
+        unstarted = list(slot.inflight)
+        slot.inflight.clear()
+        with self._lock:
+            cancelled = running is not None and running.job in self._cancelled
+            self._pending.extendleft(t for t in reversed(unstarted) if t.job not in self._cancelled)
+        if running is not None and not cancelled:
+            running.result._set(running.index, False, self._lost_error(slot, exitcode, running), running.nitems)
+        if (running is not None and not cancelled) or (running is None and exitcode not in (0, None)):
+            self._report_lost(slot, exitcode)
+        try:
+            slot.process.close()
+        except ValueError:
+            pass
+        if self.state == TERMINATE or self._broken is not None:
+            return
+        if self.state == RUN or not self._stopping:
+            self._start_worker()
+
+    def _lost_error(self, slot: WorkerSlot, exitcode: int | None, task: Task) -> WorkerLostError:
+        how = f"exit code {exitcode}"
+        if exitcode is not None and exitcode < 0:
+            try:
+                how += f" ({signal.Signals(-exitcode).name})"
+            except ValueError:
+                pass
+        what = f"task {task.index} of {task.result._label}"
+        return WorkerLostError(
+            f"pool worker {slot.process.name} (pid {slot.pid}) died with {how} while running {what}; "
+            "the pool replaced it",
+            pid=slot.pid,
+            exitcode=exitcode,
+        )
+
+    def _report_lost(self, slot: WorkerSlot, exitcode: int | None) -> None:
+        from . import progress
+
+        if progress.listening(self.listeners):
+            progress.deliver(
+                self.listeners,
+                progress.ProgressEvent(
+                    kind="worker_lost",
+                    job=-1,
+                    label="",
+                    items=0,
+                    total=None,
+                    submitted=0,
+                    done=0,
+                    failed=0,
+                    finished=False,
+                    pool=self.name,
+                    pid=slot.pid,
+                    exitcode=exitcode,
+                ),
+            )
+
+    def _stop_cancelled(self) -> None:
+        """Terminate workers whose running task belongs to a cancelled job (KeyboardInterrupt)."""
+        with self._lock:
+            self._cancel_requested = False
+            cancelled = set(self._cancelled)
+        for slot in list(self._slots.values()):
+            if slot.inflight and slot.inflight[0].job in cancelled:
+                try:
+                    slot.process.terminate()
+                except (OSError, ValueError):
+                    pass
+
+    def _choose(self, task: Task, now: float, filling: dict[WorkerSlot, list[Any]]) -> WorkerSlot | None:
+        """An idle worker, else the least loaded one running tiny tasks with room, else None.
+
+        A worker already being sent tasks in this round (``filling``) is topped up to
+        PREFETCH; any other busy worker only once it is down to REFILL_AT tasks, so that
+        refills go out several tasks per write.
+        """
+        best = None
+        best_held = PREFETCH
+        maxtasks = self._maxtasks
+        for slot in self._slots.values():
+            if not slot.ready or slot.fd < 0 or (maxtasks is not None and slot.sent >= maxtasks):
+                continue
+            held = len(slot.inflight)
+            if held == 0:
+                return slot
+            if (
+                held < best_held
+                and (held <= REFILL_AT or slot in filling)
+                and slot.avg_time < FAST_TASK
+                and now - slot.head_started < FAST_TASK
+            ):
+                cost = task.nbytes + (0 if task.func.id in slot.known else len(task.func.frame))
+                if slot.queued_bytes + cost <= PREFETCH_BYTES:
+                    best, best_held = slot, held
+        return best
+
+    def _dispatch(self) -> None:
+        """Hand queued tasks to workers with room (pool thread); one write per worker per round."""
+        sends: dict[WorkerSlot, list[Any]] = {}
+        with self._lock:
+            if self._broken is not None:
+                return
+            pending = self._pending
+            now = monotonic()
+            cancelled = self._cancelled
+            while pending:
+                task = pending[0]
+                if task.job in cancelled:  # submitted by an imap feeder after its job was cancelled
+                    pending.popleft()
+                    continue
+                slot = self._choose(task, now, sends)
+                if slot is None:
+                    break
+                pending.popleft()
+                frames = sends.setdefault(slot, [])
+                known = slot.known
+                func_id = task.func.id
+                if func_id in known:
+                    known.move_to_end(func_id)
+                else:
+                    if len(known) >= WORKER_FUNCTION_CACHE:
+                        old, _ = known.popitem(last=False)
+                        frames.append(ForgetMessage.encode(old))
+                    known[func_id] = None
+                    frames.append(task.func.frame)
+                frames.extend(task.frames)
+                if slot.inflight:
+                    slot.queued_bytes += task.nbytes
+                else:
+                    slot.head_started = now
+                slot.inflight.append(task)
+                slot.sent += 1
+        for slot, frames in sends.items():
+            if not self._send(slot, frames):
+                # The worker died before reading these tasks: they never ran, so they go back
+                # to the queue; _bury handles the rest when the sentinel fires.
+                unsent = [t for t in slot.inflight if any(f is t.frames[0] for f in frames)]
+                for task in unsent:
+                    slot.inflight.remove(task)
+                slot.ready = False
+                with self._lock:
+                    self._pending.extendleft(reversed(unsent))
+
+    def _send(self, slot: WorkerSlot, frames: list[Any]) -> bool:
+        if slot.fd < 0:
+            return False
+        try:
+            send_frames(slot.wfd, frames)
+        except OSError:
+            return False
+        return True
+
+    def _shutdown(self) -> None:
+        """Terminate workers, fail what is outstanding, release descriptors (runs once)."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            if self.state == RUN:
+                self.state = TERMINATE
+            pending, self._pending = self._pending, deque()
+        slots = list(self._slots.values())
+        for slot in slots:
+            if slot.process.exitcode is None:
+                try:
+                    slot.process.terminate()
+                except (OSError, ValueError):
+                    pass
+        for slot in slots:
+            slot.process.join(2)  # SIGTERM kills at once unless the task blocks it; then SIGKILL
+            if slot.process.exitcode is None:
+                slot.process.kill()
+                slot.process.join()
+            slot.tasks.close()
+            slot.results.close()
+            try:
+                slot.process.close()
+            except ValueError:
+                pass
+        self._slots.clear()
+        error = "the pool was terminated before this task completed"
+        for task in pending:
+            task.result._abort(TaskCancelledError(error))
+        for result in list(self.jobs.values()):
+            result._abort(TaskCancelledError(error))
+        self.jobs.clear()
+        self._selector.close()
+        wake_fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in wake_fds:  # -1 first: a late _wake() must not write into a reused descriptor
+            try:
+                os.close(fd)
+            except OSError:
+                pass

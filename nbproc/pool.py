@@ -1,0 +1,482 @@
+"""``nbproc.pool``: ``Pool`` and ``ThreadPool`` with the stdlib's API, for notebook-defined code.
+
+``Pool(processes, initializer, initargs, maxtasksperchild, context)`` behaves as CPython's
+``multiprocessing.pool.Pool`` (ordering, chunking, callbacks on the result thread, exceptions
+re-raised with the worker's traceback as ``__cause__``, ``TimeoutError`` leaving the job
+running). What differs is what makes it work from a notebook, and never hang:
+
+- Functions, lambdas, closures and classes defined in a cell (or in a script's ``__main__``)
+  work as the task function, initializer, arguments and results under fork, spawn and
+  forkserver: everything crosses through :mod:`nbproc.serialization`. The task function is
+  serialized once per call and reaches each worker once, not once per task.
+- Arguments are serialized in the caller's thread: an argument that cannot be serialized
+  raises the serializer's precise error from ``map()`` / ``get()``; a result that cannot be
+  sent back raises :class:`MaybeEncodingError` (also a ``SerializationError``) in the parent.
+- A worker that dies mid-task fails exactly the task it was running with
+  :class:`WorkerLostError` (pid and exit code in the message) at once; the pool replaces it.
+- KeyboardInterrupt while waiting in ``map``/``get``/``next`` cancels that job's outstanding
+  work (its workers are terminated and replaced) and propagates; workers exit when their
+  parent dies; the initializer failing makes calls fail with :class:`InitializerError`.
+- ``imap``/``imap_unordered`` take ``buffersize=n`` (keyword-only): at most ``n`` tasks in
+  flight, so huge or infinite iterables are read lazily.
+- Progress events (:mod:`nbproc.progress`): ``pool.add_listener(fn)``; free when unused.
+
+Threads of a process Pool: the caller's (serializes tasks), one ``imap`` feeder thread per
+``imap`` call over an unsized iterable (or with ``buffersize``), and the pool thread that
+sends tasks, receives results, runs callbacks and watches workers — see
+:mod:`nbproc._pool_workers` for the data flow. ``ThreadPool`` runs the same API on threads
+(:mod:`nbproc._pool_threads`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import util
+from typing import Any
+
+from . import serialization
+from ._pool_results import (
+    ApplyResult,
+    AsyncResult,
+    IMapIterator,
+    IMapUnorderedIterator,
+    InitializerError,
+    MapResult,
+    MaybeEncodingError,
+    RemoteTraceback,
+    Room,
+    TaskCancelledError,
+    WorkerLostError,
+)
+from ._pool_workers import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, ProcessCore
+from .context import TimeoutError
+from .progress import Listener
+from .serialization import SerializationError
+
+__all__ = [
+    "Pool",
+    "ThreadPool",
+    "ApplyResult",
+    "AsyncResult",
+    "MapResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "WorkerLostError",
+    "InitializerError",
+    "TaskCancelledError",
+    "MaybeEncodingError",
+    "RemoteTraceback",
+    "TimeoutError",
+    "RUN",
+    "CLOSE",
+    "TERMINATE",
+]
+
+# Tasks are handed to the pool thread in batches while the caller serializes the rest, so
+# workers start on a long map at once; larger batches cost fewer wake-ups, smaller ones start
+# sooner. 64 tiny tasks serialize in well under a millisecond.
+SUBMIT_BATCH = 64
+
+_pool_counter = itertools.count(1)
+
+
+def _cpu_count() -> int:
+    counter = getattr(os, "process_cpu_count", None) or os.cpu_count  # 3.13 respects CPU affinity
+    return counter() or 1
+
+
+def _func_name(func: Any) -> str:
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    return name if isinstance(name, str) else type(func).__name__
+
+
+def _chunked(iterable: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    it = iter(iterable)
+    while chunk := tuple(itertools.islice(it, size)):
+        yield chunk
+
+
+def _nbproc_context(context: Any) -> Any:
+    """The nbproc context for ``context`` (None: the default; a stdlib context: same start method)."""
+    from . import context as _context
+
+    if context is None:
+        return _context._default_context.get_context()
+    if isinstance(context, _context.BaseContext):
+        return context.get_context()
+    return _context._default_context.get_context(context.get_start_method())
+
+
+def _precise_error(exc: SerializationError, kind: int, args: Any, first_item: int, method: str) -> BaseException:
+    """Re-explain an argument that failed to serialize, naming its position in the call."""
+    if kind == APPLY:
+        positional, keywords = args
+        candidates = [(f"argument {i + 1} of Pool.{method}()", a) for i, a in enumerate(positional)]
+        candidates += [(f"keyword argument `{k}` of Pool.{method}()", v) for k, v in keywords.items()]
+    else:
+        candidates = [
+            (f"item {first_item + k} of the iterable passed to Pool.{method}()", a) for k, a in enumerate(args)
+        ]
+    for what, obj in candidates:
+        try:
+            serialization.dumps(obj, what=what)
+        except SerializationError as precise:
+            return precise
+    return exc
+
+
+def _submit_chunks(
+    core: Any,
+    result_ref: Callable[[], Any],
+    func: Any,
+    kind: int,
+    chunks: Iterable[Any],
+    snapshot: bool,
+    method: str,
+    chunksize: int,
+    room: Room | None = None,
+) -> tuple[int, int]:
+    """Serialize ``func`` once and each chunk, hand them to ``core``; return (tasks, items) read.
+
+    Runs in the caller's thread (or an ``imap`` feeder's, which holds its iterator only
+    through the weak ``result_ref`` so that an abandoned iterator stops it). Serialization
+    errors become the failed outcome of their task; an exception raised by the input
+    iterable itself becomes the outcome of the next position, and ends the input (as in the
+    stdlib). With ``room`` (``buffersize``), each task first waits for a free place.
+    """
+    result = result_ref()
+    try:
+        entry = core.prepare_function(func, what=f"function passed to Pool.{method}()")
+    except SerializationError as exc:
+        result._fail_job(exc)
+        return 0, 0
+    batch: list[Any] = []
+    limit = 1 if room is not None else SUBMIT_BATCH
+    index = items = batch_items = 0
+    iterator = iter(chunks)
+    while True:
+        if room is not None:
+            del result
+            if not room.wait():
+                break
+            result = result_ref()
+        elif index % SUBMIT_BATCH == 0:
+            result = result_ref()
+        if result is None or getattr(result, "_aborted", None) is not None:
+            break  # the iterator was dropped, or its job cancelled or the pool terminated
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            break
+        except Exception as exc:  # noqa: BLE001 - the caller's iterable failed: reported at its position
+            result._set(index, False, exc, 0)
+            index += 1
+            break
+        args, nitems = chunk
+        try:
+            batch.append(core.make_task(result, index, entry, kind, args, nitems, snapshot))
+        except SerializationError as exc:
+            result._set(index, False, _precise_error(exc, kind, args, index * chunksize, method), nitems)
+        else:
+            batch_items += nitems
+        index += 1
+        items += nitems
+        if len(batch) >= limit:
+            result._note_submitted(batch_items)  # before the tasks can complete, so events stay in order
+            core.submit(batch)
+            batch, batch_items = [], 0
+    if batch and result is not None:
+        result._note_submitted(batch_items)
+        core.submit(batch)
+    return index, items
+
+
+def _feed_imap(
+    core: Any, result_ref: Callable[[], Any], room: Room | None, func: Any, iterable: Any, chunksize: int, method: str
+) -> None:
+    """Body of an ``imap`` feeder: read the input, submit tasks, then record the length."""
+    try:
+        chunks = ((c, len(c)) for c in _chunked(iterable, chunksize))
+        length, items = _submit_chunks(core, result_ref, func, MAP, chunks, True, method, chunksize, room)
+        result = result_ref()
+        if result is not None:
+            result._set_length(length, items)
+    finally:
+        core.feeder_done()
+
+
+class Pool:
+    """A pool of worker processes (see the module docstring for what nbproc adds).
+
+    ``processes`` defaults to the number of CPUs; ``initializer(*initargs)`` runs in each
+    worker as it starts; with ``maxtasksperchild`` a worker is replaced after that many
+    tasks; ``context`` chooses the start method (a stdlib context is mapped to nbproc's).
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+    ) -> None:
+        self._core: Any = None
+        if processes is None:
+            processes = _cpu_count()
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._processes = processes
+        self._name = f"{type(self).__name__}-{next(_pool_counter)}"
+        self._core = self._make_core(processes, initializer, tuple(initargs), maxtasksperchild, context)
+        self._finalizer = util.Finalize(self, self._core.terminate, exitpriority=15)
+
+    def _make_core(self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any) -> Any:
+        self._ctx = _nbproc_context(context)
+        return ProcessCore(processes, initializer, initargs, maxtasks, self._ctx, self._name)
+
+    # -- stdlib-compatible introspection -------------------------------------------------------
+    @property
+    def _state(self) -> str:
+        return self._core.state if self._core is not None else TERMINATE
+
+    @_state.setter
+    def _state(self, value: str) -> None:  # CPython's tests force it (e.g. to check the ResourceWarning)
+        self._core.state = value
+
+    def _repopulate_pool(self) -> None:
+        """The stdlib's hook to start missing workers; nbproc's pool thread replaces each worker
+        as soon as it exits, so there is nothing to do (kept for code that calls it)."""
+
+    @property
+    def _pool(self) -> list[Any]:
+        """The live worker processes (the stdlib's attribute of the same name)."""
+        return self._core.worker_processes()
+
+    @property
+    def _cache(self) -> dict[int, Any]:
+        """Outstanding jobs by id (the stdlib's attribute of the same name)."""
+        return self._core.jobs
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        return f"<{cls.__module__}.{cls.__qualname__} state={self._state} pool_size={self._processes}>"
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if getattr(self, "_core", None) is not None and self._core.state == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.terminate()
+
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+    # -- progress ------------------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for this pool's progress events (see :mod:`nbproc.progress`)."""
+        self._core.listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        try:
+            self._core.listeners.remove(listener)
+        except ValueError:
+            pass
+
+    # -- submitting work -----------------------------------------------------------------------
+    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
+        """Call ``func(*args, **kwds)`` in a worker and return its result.
+
+        Blocks without a time limit (use :meth:`apply_async` and ``get(timeout)`` for one); a
+        KeyboardInterrupt while waiting cancels the call (its worker is replaced) and propagates.
+        """
+        return self._apply_async(func, args, kwds, None, None, "apply", snapshot=False).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> ApplyResult:
+        """Call ``func(*args, **kwds)`` in a worker; returns an :class:`AsyncResult` at once."""
+        return self._apply_async(func, args, kwds, callback, error_callback, "apply_async", snapshot=True)
+
+    def _apply_async(
+        self, func: Any, args: Iterable[Any], kwds: Any, callback: Any, error_callback: Any, method: str, snapshot: bool
+    ) -> ApplyResult:
+        self._check_running()
+        result = ApplyResult(self._core, callback, error_callback, label=f"{method}({_func_name(func)})")
+        call = ((tuple(args), dict(kwds or {})), 1)
+        _submit_chunks(self._core, lambda: result, func, APPLY, [call], snapshot, method, 1)
+        return result
+
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
+        """``list(map(func, iterable))`` computed by the workers, in chunks.
+
+        Blocks without a time limit until every chunk is back (on error, raises the first
+        error once all chunks are done); a KeyboardInterrupt while waiting cancels the
+        outstanding chunks (workers running them are terminated and replaced) and propagates.
+        """
+        return self._map_async(func, iterable, MAP, chunksize, None, None, "map", snapshot=False).get()
+
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> MapResult:
+        """Like :meth:`map`, returning a :class:`MapResult` at once."""
+        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, "map_async", snapshot=True)
+
+    def starmap(
+        self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
+    ) -> list[Any]:
+        """Like :meth:`map`, each item unpacked as the arguments: ``func(*item)``; blocks as :meth:`map`."""
+        return self._map_async(func, iterable, STARMAP, chunksize, None, None, "starmap", snapshot=False).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> MapResult:
+        """Like :meth:`starmap`, returning a :class:`MapResult` at once."""
+        return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback, "starmap_async", True)
+
+    def _map_async(
+        self,
+        func: Any,
+        iterable: Iterable[Any],
+        kind: int,
+        chunksize: int | None,
+        callback: Any,
+        error_callback: Any,
+        method: str,
+        snapshot: bool,
+    ) -> MapResult:
+        self._check_running()
+        if not hasattr(iterable, "__len__"):
+            iterable = list(iterable)
+        length = len(iterable)  # type: ignore[arg-type]
+        if chunksize is None:
+            chunksize, extra = divmod(length, self._processes * 4)
+            if extra:
+                chunksize += 1
+        elif chunksize < 1 and length:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        if length == 0:
+            chunksize = 0
+        result = MapResult(
+            self._core, chunksize, length, callback, error_callback, label=f"{method}({_func_name(func)})"
+        )
+        if chunksize:
+            chunks = ((c, len(c)) for c in _chunked(iterable, chunksize))
+            _submit_chunks(self._core, lambda: result, func, kind, chunks, snapshot, method, chunksize)
+        return result
+
+    def imap(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1, *, buffersize: int | None = None
+    ) -> IMapIterator:
+        """A lazier :meth:`map`: an iterator over the results, in order.
+
+        ``buffersize`` (nbproc addition): at most that many tasks (chunks) submitted and not
+        yet consumed; the iterable is read as results are consumed. Without it, the iterable
+        is read eagerly in the background, as the stdlib does.
+        """
+        return self._imap(IMapIterator, func, iterable, chunksize, buffersize, "imap")
+
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1, *, buffersize: int | None = None
+    ) -> IMapIterator:
+        """Like :meth:`imap`, yielding results in the order they complete."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, buffersize, "imap_unordered")
+
+    def _imap(
+        self, cls: type[IMapIterator], func: Any, iterable: Any, chunksize: int, buffersize: int | None, method: str
+    ) -> IMapIterator:
+        self._check_running()
+        if chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        if buffersize is not None:
+            if not isinstance(buffersize, int):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        result = cls(self._core, label=f"{method}({_func_name(func)})", buffersize=buffersize)
+        core = self._core
+        core.feeder_started()
+        if buffersize is None and hasattr(iterable, "__len__"):
+            # Sized input: serialize here (errors still surface per position, at next()).
+            _feed_imap(core, lambda: result, None, func, iterable, chunksize, method)
+        else:
+            feeder = threading.Thread(
+                target=_feed_imap,
+                args=(core, weakref.ref(result), result._room, func, iterable, chunksize, method),
+                name=f"nbproc-{self._name}-feeder",
+                daemon=True,
+            )
+            feeder.start()
+        return result
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Accept no more work; workers exit once every submitted task has completed."""
+        self._core.close()
+
+    def terminate(self) -> None:
+        """Stop the workers now; outstanding results raise :class:`TaskCancelledError`."""
+        self._core.terminate()
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first.
+
+        Blocks without a time limit (until the outstanding work is done, after ``close``). A
+        KeyboardInterrupt while waiting terminates the pool, then propagates.
+        """
+        state = self._state
+        if state == RUN:
+            raise ValueError("Pool is still running")
+        if state not in (CLOSE, TERMINATE):
+            raise ValueError("In unknown state")
+        try:
+            self._core.join()
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+
+
+class ThreadPool(Pool):
+    """The Pool API on threads of this process (nothing is serialized), like the stdlib's."""
+
+    def __init__(
+        self, processes: int | None = None, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()
+    ) -> None:
+        super().__init__(processes, initializer, initargs)
+
+    def _make_core(self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any) -> Any:
+        from ._pool_threads import ThreadCore
+
+        return ThreadCore(processes, initializer, initargs, self._name)

@@ -1,0 +1,233 @@
+"""Pool failure modes that hang the stdlib forever — each must fail fast and leave the pool usable.
+
+- a worker dying mid-task (``os._exit``, SIGKILL, a segfault) fails exactly its task with
+  :class:`nbproc.WorkerLostError` naming pid and exit code;
+- an argument that cannot be serialized raises the serializer's precise error; a result that
+  cannot be sent back raises :class:`MaybeEncodingError` in the parent;
+- KeyboardInterrupt while waiting cancels the job and terminates the workers running it;
+- when the parent process dies, its workers exit.
+
+Every test then runs a new ``map`` on the same pool. Time bounds are generous (10 s): the
+machine is shared, and the point is "not forever".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+
+import nbproc
+from nbproc.pool import MaybeEncodingError
+
+BOUND = 10.0  # seconds: "promptly" on a loaded 2-core machine; the stdlib waits forever
+
+
+def still_alive(pids, timeout=BOUND):
+    """The pids among ``pids`` whose processes have not exited (or become zombies) within ``timeout``."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    deadline = time.monotonic() + timeout
+    while procs and time.monotonic() < deadline:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        procs = alive
+        time.sleep(0.05)
+    return [p.pid for p in procs]
+
+
+def square(x):
+    return x * x
+
+
+def die_by(how, x=None):
+    if x is not None and x != 3:
+        return x
+    if how == "exit":
+        os._exit(7)
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "segfault":
+        import ctypes
+        import faulthandler
+        import resource
+
+        faulthandler.disable()  # inherited from pytest under fork: keep the log quiet
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
+        ctypes.string_at(0)
+    raise AssertionError(how)
+
+
+def die_on_three(x):
+    return die_by("exit", x)
+
+
+EXPECTED_EXIT = {"exit": 7, "kill": -signal.SIGKILL, "segfault": -signal.SIGSEGV}
+
+
+def test_dead_worker_fails_exactly_its_task(ctx):
+    with ctx.Pool(2) as pool:
+        for how, code in EXPECTED_EXIT.items():
+            start = time.monotonic()
+            result = pool.apply_async(die_by, (how,))
+            with pytest.raises(nbproc.WorkerLostError) as info:
+                result.get(timeout=BOUND)
+            assert time.monotonic() - start < BOUND
+            err = info.value
+            assert isinstance(err, nbproc.ProcessError)
+            assert err.exitcode == code and err.pid > 0
+            assert f"pid {err.pid}" in str(err) and f"exit code {code}" in str(err)
+            assert not psutil.pid_exists(err.pid) or psutil.Process(err.pid).status() == psutil.STATUS_ZOMBIE
+            assert pool.map(square, range(10)) == [x * x for x in range(10)]
+        # in a map, only the dead worker's chunk fails; imap goes on past it
+        with pytest.raises(nbproc.WorkerLostError):
+            pool.map(die_on_three, range(8), chunksize=1)
+        it = pool.imap(die_on_three, range(6))
+        got = []
+        for _ in range(6):
+            try:
+                got.append(next(it))
+            except nbproc.WorkerLostError:
+                got.append("lost")
+        assert got == [0, 1, 2, "lost", 4, 5]
+        assert pool.map(square, range(5)) == [0, 1, 4, 9, 16]
+        assert len(pool._pool) == 2  # replaced
+
+
+def test_worker_lost_is_reported_to_progress_listeners(start_method):
+    events = []
+    with nbproc.get_context(start_method).Pool(1) as pool:
+        pool.add_listener(events.append)
+        with pytest.raises(nbproc.WorkerLostError):
+            pool.apply(die_by, ("exit",))
+    lost = [e for e in events if e.kind == "worker_lost"]
+    assert len(lost) == 1 and lost[0].exitcode == 7
+    assert [e.kind for e in events if e.kind != "worker_lost"][-1] == "failed"
+
+
+def test_unserializable_argument_and_result(ctx):
+    lock = threading.Lock()
+    with ctx.Pool(2) as pool:
+        with pytest.raises(nbproc.SerializationError, match=r"item 2 of the iterable passed to Pool.map\(\).*lock"):
+            pool.map(square, [1, 2, lock, 4])
+        result = pool.apply_async(square, (lock,))
+        with pytest.raises(nbproc.SerializationError, match=r"argument 1 of Pool.apply_async\(\).*lock"):
+            result.get(timeout=BOUND)
+        with pytest.raises(nbproc.SerializationError, match="function passed to Pool.map"):
+            pool.map(lambda x: lock, [1])
+        start = time.monotonic()
+        with pytest.raises(MaybeEncodingError, match="lock") as info:
+            pool.apply(make_lock)
+        assert isinstance(info.value, nbproc.SerializationError)
+        with pytest.raises(MaybeEncodingError, match="lock"):
+            pool.map(make_lock_if_odd, range(4))
+        assert time.monotonic() - start < BOUND
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+
+
+def make_lock(_=None):
+    return threading.Lock()
+
+
+def make_lock_if_odd(x):
+    return threading.Lock() if x % 2 else x
+
+
+def _sleep_marking(path_seconds):
+    path, seconds = path_seconds
+    open(path, "w").close()
+    time.sleep(seconds)
+    return seconds
+
+
+def _interrupt_main_when(paths, deadline):
+    def run():
+        while time.monotonic() < deadline and not all(os.path.exists(p) for p in paths):
+            time.sleep(0.01)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("wait", ["map", "get", "imap"])
+def test_keyboard_interrupt_cancels_the_job(start_method, wait, tmp_path):
+    with nbproc.get_context(start_method).Pool(2) as pool:
+        pool.map(square, range(4))  # workers are up
+        workers = {p.pid for p in pool._pool}
+        paths = [str(tmp_path / f"started-{i}") for i in range(2)]
+        args = [(p, 60) for p in paths]
+        start = time.monotonic()
+        _interrupt_main_when(paths, start + BOUND)
+        with pytest.raises(KeyboardInterrupt):
+            if wait == "map":
+                pool.map(_sleep_marking, args, chunksize=1)
+            elif wait == "get":
+                pool.map_async(_sleep_marking, args, chunksize=1).get()
+            else:
+                list(pool.imap(_sleep_marking, args))
+        assert time.monotonic() - start < BOUND + 2
+        # the workers that ran the interrupted tasks are terminated, and replaced
+        assert not still_alive(workers)
+        assert pool.map(square, range(6)) == [x * x for x in range(6)]
+        assert not workers & {p.pid for p in pool._pool}
+
+
+PARENT_SCRIPT = """
+import sys, time
+import nbproc
+
+def sleeper(seconds):
+    time.sleep(seconds)
+
+if __name__ == "__main__":
+    pool = nbproc.get_context(sys.argv[1]).Pool(2)
+    pool.map(abs, range(4))
+    busy = pool.apply_async(sleeper, (60,))  # one worker busy in a long task, one idle
+    time.sleep(0.2)
+    print(" ".join(str(p.pid) for p in pool._pool), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_workers_exit_when_the_parent_dies(start_method, tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(PARENT_SCRIPT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    parent = subprocess.Popen(
+        [sys.executable, str(script), start_method],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        line = parent.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 2, line
+        assert all(psutil.pid_exists(pid) for pid in pids)
+        parent.kill()
+        parent.wait()
+        assert not still_alive(pids)
+    finally:
+        try:
+            os.killpg(parent.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
