@@ -432,4 +432,39 @@ def _explain(obj: Any, what: str | None, exc: Exception, path: list[str] | None 
         labels.extend(inner_path)
     if not labels:
         labels = [f"object of type {type(obj).__name__}"]
-    return SerializationError(f"{': '.join(labels)}: {_describe(exc)}")
+    return _error_class(type(exc))(f"{': '.join(labels)}: {_describe(exc)}")
+
+
+_error_classes: dict[type, type[SerializationError]] = {}
+
+
+def _error_class(original: type) -> type[SerializationError]:
+    """:class:`SerializationError`, also an instance of the pickler's original exception type.
+
+    The stdlib lets a reducer's own exception (a ``RuntimeError`` raised by a ``__reduce__``,
+    a ``ValueError``...) propagate unchanged, and code catches that type; our message wraps it,
+    so the class we raise derives from both. Types whose instance layout cannot be combined
+    (``OSError`` and its subclasses) fall back to plain :class:`SerializationError`, with the
+    original still in ``__cause__``.
+    """
+    if issubclass(SerializationError, original) or not issubclass(original, Exception):
+        return SerializationError
+    cls = _error_classes.get(original)
+    if cls is None:
+        try:
+            cls = type(f"SerializationError[{original.__name__}]", (SerializationError, original), {})
+            cls.__module__ = __name__
+            cls.__reduce__ = _reduce_error  # type: ignore[method-assign]
+        except TypeError:  # instance lay-out conflict
+            cls = SerializationError
+        _error_classes[original] = cls
+    return cls
+
+
+def _reduce_error(self: BaseException) -> tuple[Any, tuple[Any, ...]]:
+    """The combined classes are made at run time: they travel as (original type, message)."""
+    return _rebuild_error, (type(self).__bases__[1], str(self))
+
+
+def _rebuild_error(original: type, message: str) -> SerializationError:
+    return _error_class(original)(message)

@@ -157,3 +157,19 @@ if __name__ == "__main__":
         "spawn set-in-child 3 __main__",
         "forkserver set-in-child 3 __main__",
     ], out.stderr
+
+
+class RefusesPickling:
+    def __reduce__(self):
+        raise RuntimeError("not today")
+
+
+def test_a_reducers_own_exception_type_is_kept():
+    """The stdlib lets a __reduce__'s RuntimeError propagate; code that catches it keeps working."""
+    with pytest.raises(RuntimeError, match="not today") as info:
+        serialization.dumps([1, RefusesPickling()], what="task argument")
+    assert isinstance(info.value, serialization.SerializationError)
+    assert str(info.value) == "task argument: item 1: not today"
+    again = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(again, RuntimeError) and isinstance(again, serialization.SerializationError)
+    assert str(again) == str(info.value)
