@@ -21,6 +21,7 @@ from __future__ import annotations
 import copyreg
 import importlib
 import io
+import os
 import pickle
 import sys
 import threading
@@ -32,6 +33,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import cloudpickle
+from cloudpickle import cloudpickle as _cloudpickle_internals
 from cloudpickle.cloudpickle import _function_setstate as _cloudpickle_setstate
 
 from . import _ctypes_classes
@@ -114,6 +116,29 @@ def _setstate_in_main(func: types.FunctionType, state: tuple[dict[str, Any], dic
         if name not in namespace or _is_main_definition(value):
             namespace[name] = value
     _cloudpickle_setstate(func, (func_state, {**slotstate, "__globals__": {}}))
+
+
+def _tag_main_classes_before_fork() -> None:
+    """Give every class of ``__main__`` its cloudpickle identity before a fork.
+
+    cloudpickle recognises a by-value class coming back as one it already has by a tracker id
+    assigned the first time the class is pickled *in that process*. A forked child that sends
+    back an instance of a ``__main__`` class the parent never pickled would assign a fresh id,
+    and the parent would rebuild a second class: ``isinstance`` fails, unlike the stdlib (which
+    finds the class by name). Tagging before the fork makes parent and child agree. Classes
+    defined inside functions are not reachable here and keep cloudpickle's behaviour.
+    """
+    tag = getattr(_cloudpickle_internals, "_get_or_create_tracker_id", None)
+    main = sys.modules.get("__main__")
+    if tag is None or main is None:
+        return
+    for value in list(vars(main).values()):
+        if isinstance(value, type) and value.__module__ in _MAIN_MODULES:
+            tag(value)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_tag_main_classes_before_fork)
 
 
 class CloudPickler(cloudpickle.Pickler):

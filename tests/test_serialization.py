@@ -173,3 +173,27 @@ def test_a_reducers_own_exception_type_is_kept():
     again = pickle.loads(pickle.dumps(info.value))
     assert isinstance(again, RuntimeError) and isinstance(again, serialization.SerializationError)
     assert str(again) == str(info.value)
+
+
+def test_main_class_instances_from_a_forked_child_keep_their_class():
+    code = '''
+import nbproc
+class Point:
+    def __init__(self, x):
+        self.x = x
+def make(c):
+    c.send(Point(3))
+if __name__ == "__main__":
+    for m in ["fork", "spawn", "forkserver"]:
+        a, b = nbproc.Pipe()
+        p = nbproc.get_context(m).Process(target=make, args=(b,))
+        p.start()
+        got = a.recv()
+        p.join()
+        print(m, isinstance(got, Point), got.x)
+'''
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["fork True 3", "spawn True 3", "forkserver True 3"], out.stderr
