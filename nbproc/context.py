@@ -64,13 +64,50 @@ def _apply_child_config(config: dict[str, Any]) -> None:
         serialization.set_serializer(serializer)
 
 
+# At exit the stdlib runs the finalizers of priority >= 0 — among them unlinking named
+# semaphores (a Lock's, priority 0) and shutting managers down (0) — *before* it joins the
+# non-daemonic children. A spawn/forkserver child still unpickling its arguments then finds its
+# Lock gone (FileNotFoundError): the reference's Lock example (start ten processes, never join)
+# fails that way under the stdlib. nbproc joins non-daemonic children first, at this priority:
+# after queues were told to flush (priority 10), before those clean-ups. The stdlib joins
+# these children at exit anyway; only the order relative to its finalizers changes.
+_JOIN_CHILDREN_EXIT_PRIORITY = 5
+_exit_join_registered_pid: int | None = None
+
+
+def _join_non_daemonic_children() -> None:
+    for child in process.active_children():
+        if not child.daemon:
+            child.join()
+
+
+def _register_exit_join() -> None:
+    global _exit_join_registered_pid
+    if _exit_join_registered_pid != os.getpid():  # a forked child has an empty finalizer registry
+        _exit_join_registered_pid = os.getpid()
+        from multiprocessing import util
+
+        util.Finalize(None, _join_non_daemonic_children, exitpriority=_JOIN_CHILDREN_EXIT_PRIORITY)
+
+
 class _NbprocProcess(process.BaseProcess):
     """Base of nbproc's Process classes: applies nbproc's settings in the child."""
+
+    def start(self) -> None:
+        """Start the child (see ``multiprocessing.Process.start``); at exit it is joined before
+        the parent's semaphores are unlinked (see ``_JOIN_CHILDREN_EXIT_PRIORITY``)."""
+        super().start()
+        if not self.daemon:
+            _register_exit_join()
 
     def _bootstrap(self, parent_sentinel: Any = None) -> int:
         config = self.__dict__.pop("_nbproc_config", None)
         if config:
             _apply_child_config(config)
+        elif self._start_method in _concrete_contexts:
+            # A forked child carries no config; as in the stdlib, a child's default start
+            # method is the one it was started with (the parent's default may differ).
+            _default_context._actual_context = _concrete_contexts[self._start_method]
         return super()._bootstrap(parent_sentinel)
 
 
