@@ -32,6 +32,9 @@ root_doc = "index"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Type aliases named in annotations: point them at their module, so that Sphinx does not try to
+# resolve ``Listener`` (nbproc.progress's listener callable) against every class of that name.
+autodoc_type_aliases = {"Listener": "nbproc.progress.Listener"}
 autodoc_default_options = {
     "members": True,
     "show-inheritance": True,

@@ -8,7 +8,7 @@ interoperable with a stdlib peer for byte-level traffic.
 What nbproc owns: how objects become frames. ``Connection.send`` serializes with
 :mod:`nbproc.serialization` (cloudpickle by default), so a notebook-defined function, lambda
 or class instance crosses under every start method. Large contiguous buffers (numpy arrays,
-bytearrays above :data:`OOB_THRESHOLD`) travel *out of band*: the pickle stream carries a
+``pickle.PickleBuffer`` objects above :data:`OOB_THRESHOLD`) travel *out of band*: the pickle stream carries a
 reference and each buffer follows as its own frame, which saves a copy on each side::
 
     sender                                         receiver

@@ -273,7 +273,7 @@ def dumps(obj: Any, *, what: str | None = None, buffer_callback: Callable[[Any],
     """Serialize ``obj``; on failure raise :class:`SerializationError` naming the culprit.
 
     ``what`` describes ``obj`` for the error message (e.g. ``"Queue item"``). With
-    ``buffer_callback`` large contiguous buffers (numpy arrays, bytearrays...) are handed to the
+    ``buffer_callback`` large contiguous buffers (numpy arrays, ``pickle.PickleBuffer``...) are handed to the
     callback instead of being copied into the stream (protocol 5 out-of-band data).
     """
     if _is_plain_data(obj):

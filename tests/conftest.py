@@ -79,4 +79,5 @@ def no_leftover_children(request: pytest.FixtureRequest):
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"nbproc start methods under test: {', '.join(START_METHODS)}; python {sys.version.split()[0]}; pid {os.getpid()}"
+    methods = ", ".join(START_METHODS)
+    return f"nbproc start methods under test: {methods}; python {sys.version.split()[0]}; pid {os.getpid()}"

@@ -31,5 +31,18 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
         assert (out / f"{page}.html").is_file(), page
     # autodoc really documented the modules (an empty API page would also build cleanly).
     api = (out / "api.html").read_text()
-    for name in ("nbproc.serialization.dumps", "nbproc.connection.Connection", "nbproc.get_context"):
+    documented = (
+        "nbproc.serialization.dumps",
+        "nbproc.connection.Connection",
+        "nbproc.get_context",
+        "nbproc.queues.Queue",
+        "nbproc.sharedctypes.Value",
+        "nbproc.shared_memory.SharedMemoryManager",
+        "nbproc.pool.Pool",
+        "nbproc.pool.WorkerLostError",
+        "nbproc.progress.TextProgress",
+        "nbproc.managers.BaseManager",
+        "nbproc.dummy.DummyProcess",
+    )
+    for name in documented:
         assert f'id="{name}"' in api, name
