@@ -85,6 +85,19 @@ families = _std.families
 default_family = _std.default_family
 CONNECTION_TIMEOUT = _std.CONNECTION_TIMEOUT
 
+# The handshake's protocol constants and helpers are the running stdlib's (nbproc speaks its
+# HMAC protocol, so a stdlib peer of the same version agrees). Their names changed in 3.12
+# (``CHALLENGE`` became ``_CHALLENGE``, digest negotiation added ``_create_response``...);
+# whichever this Python has is available here under the same name.
+for _name in (
+    "CHALLENGE", "WELCOME", "FAILURE", "MESSAGE_LENGTH",
+    "_CHALLENGE", "_WELCOME", "_FAILURE", "_MD5ONLY_MESSAGE_LENGTH", "_MD5_DIGEST_LEN",
+    "_MAX_DIGEST_LEN", "_ALLOWED_DIGESTS", "_create_response", "_verify_challenge",
+):  # fmt: skip
+    if hasattr(_std, _name):
+        globals()[_name] = getattr(_std, _name)
+del _name
+
 
 def wait(object_list: Any, timeout: float | None = None) -> list[Any]:
     """Wait until an object in ``object_list`` is ready; return the ready ones (the stdlib's ``wait``).

@@ -75,3 +75,25 @@ __all__ = [
     "abstract_sockets_supported",
     "is_abstract_socket_namespace",
 ]
+
+# The stdlib's registries and exit hooks, shared rather than copied (one registry per
+# interpreter is what makes finalizers and after-fork hooks work across both libraries).
+# Code written against ``multiprocessing.util`` — CPython's own test suite among it — reads
+# these private names directly.
+from multiprocessing.util import (  # noqa: E402
+    _afterfork_registry,
+    _cleanup_tests,
+    _exit_function,
+    _finalizer_registry,
+    _run_after_forkers,
+    _run_finalizers,
+)
+
+_shared_private = (
+    _afterfork_registry,
+    _cleanup_tests,
+    _exit_function,
+    _finalizer_registry,
+    _run_after_forkers,
+    _run_finalizers,
+)
