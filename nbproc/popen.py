@@ -31,6 +31,7 @@ import io
 import multiprocessing
 import os
 import sys
+from collections.abc import Iterator
 from multiprocessing import (
     forkserver,
     popen_fork,
@@ -42,26 +43,58 @@ from multiprocessing import (
     util,
 )
 from multiprocessing.context import set_spawning_popen
-from collections.abc import Iterator
 from typing import Any
 
 from . import serialization
 
-__all__ = ["ForkPopen", "SpawnPopen", "ForkServerPopen", "set_executable", "get_executable", "forkserver_instance"]
+__all__ = [
+    "ForkPopen",
+    "SpawnPopen",
+    "ForkServerPopen",
+    "set_executable",
+    "get_executable",
+    "forkserver_instance",
+    "spawn_command_line",
+]
 
 ForkPopen = popen_fork.Popen
 
-_executable: str | None = None
+_executable: str | bytes | None = None
 
 
-def set_executable(path: str) -> None:
-    """Interpreter used to start spawned children (nbproc's own setting; the stdlib's is untouched)."""
+def set_executable(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> None:
+    """Interpreter used to start spawned children (nbproc's own setting; the stdlib's is untouched).
+
+    Stored as the stdlib stores it — bytes on POSIX, str on Windows — since the POSIX launcher
+    (``_posixsubprocess.fork_exec``) wants the program path as bytes. ``None`` goes back to the
+    stdlib's choice (``sys.executable`` unless changed through ``multiprocessing.set_executable``).
+    """
     global _executable
-    _executable = os.fsdecode(path)
+    if path is None:
+        _executable = None
+    elif sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX
+        _executable = os.fsdecode(path)
+    else:
+        _executable = os.fsencode(path)
 
 
-def get_executable() -> str:
+def get_executable() -> str | bytes:
     return _executable or spawn.get_executable()
+
+
+def spawn_command_line(**kwds: Any) -> list[str | bytes]:
+    """The command that starts a spawned child: the stdlib's ``spawn_main`` reads the payload.
+
+    ``kwds`` become ``spawn_main``'s keyword arguments (``tracker_fd``, ``pipe_handle``).
+    """
+    args = ", ".join(f"{key}={value!r}" for key, value in kwds.items())
+    return [
+        get_executable(),
+        *util._args_from_interpreter_flags(),
+        "-c",
+        f"from multiprocessing.spawn import spawn_main; spawn_main({args})",
+        "--multiprocessing-fork",
+    ]
 
 
 def _preparation_data(name: str) -> dict[str, Any]:
@@ -75,7 +108,12 @@ def _preparation_data(name: str) -> dict[str, Any]:
     A notebook's ``__main__`` has no file, so nothing is re-run in the child: what it needs
     arrives by value. A script's main module is re-run as ``__mp_main__`` as in the stdlib;
     ``python -`` leaves a pseudo path ``<stdin>`` that cannot be re-run, so it is dropped.
+
+    Raises RuntimeError, as the stdlib does, when called while this process is itself still
+    re-running its parent's main module (a script without the ``if __name__ == "__main__":``
+    guard): otherwise every spawned child would start another one — a fork bomb.
     """
+    spawn._check_not_importing_main()
     sys_path = list(sys.path)
     if "" in sys_path:
         sys_path[sys_path.index("")] = process.ORIGINAL_DIR
@@ -137,13 +175,7 @@ class SpawnPopen(popen_spawn_posix.Popen):
         try:
             parent_r, child_w = os.pipe()
             child_r, parent_w = os.pipe()
-            cmd = [
-                get_executable(),
-                *util._args_from_interpreter_flags(),
-                "-c",
-                f"from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd={tracker_fd}, pipe_handle={child_r})",
-                "--multiprocessing-fork",
-            ]
+            cmd = spawn_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
             self._fds.extend([child_r, child_w])
             self.pid = util.spawnv_passfds(get_executable(), cmd, self._fds)
             self.sentinel = parent_r

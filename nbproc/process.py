@@ -14,6 +14,8 @@ from multiprocessing.process import (
     ORIGINAL_DIR,
     AuthenticationString,
     BaseProcess,
+    _cleanup,
+    _dangling,
     active_children,
     current_process,
     parent_process,
@@ -33,3 +35,7 @@ __all__ = [
     "AuthenticationString",
     "ORIGINAL_DIR",
 ]
+
+# The same process-tree bookkeeping as the stdlib's (one tree, see above): ``_cleanup`` reaps
+# finished children, ``_dangling`` tracks live Process objects (test suites read both).
+_reexported_private = (_cleanup, _dangling)
