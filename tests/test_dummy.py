@@ -299,8 +299,9 @@ def test_pool_comes_from_nbproc():
 
 
 def test_pipe_semantics_match_real_connections():
-    """The whole documented Connection behaviour, step by step, equal to the stdlib's real Pipe."""
-    assert connection_semantics(dummy.Pipe) == connection_semantics(multiprocessing.Pipe)
+    """The documented Connection behaviour, step by step, equal to the stdlib's real Pipe —
+    except what close() does to the peer: there thread connections follow the stdlib's dummy."""
+    assert connection_semantics(dummy.Pipe, closing=False) == connection_semantics(multiprocessing.Pipe, closing=False)
 
 
 def test_pipe_between_threads_matches_stdlib_dummy():
@@ -335,11 +336,29 @@ def test_poll_wakes_when_data_arrives_from_another_thread():
     timer.join()
 
 
-def test_send_to_a_closed_peer_is_a_broken_pipe():
-    a, b = dummy.Pipe()
-    b.close()
-    with pytest.raises(BrokenPipeError):
-        a.send("nobody listens")
+def _echo(conn):
+    for msg in iter(conn.recv_bytes, b""):
+        conn.send_bytes(msg)
+
+
+def test_closing_the_childs_end_after_start_is_harmless_as_in_stdlib_dummy():
+    """The "close the child's end in the parent" idiom: with threads the child holds the same
+    object, so close() must not end it (the stdlib's dummy close() is a no-op too)."""
+
+    def run(mod):
+        conn, child_conn = mod.Pipe()
+        p = mod.Process(target=_echo, args=(child_conn,))
+        p.start()
+        child_conn.close()
+        conn.send_bytes(b"hello")
+        got = conn.recv_bytes()
+        conn.send([1, "any object"])  # send_bytes/recv_bytes pass objects through, as in the stdlib's dummy
+        obj = conn.recv()
+        conn.send_bytes(b"")
+        p.join(10)
+        return got, obj, p.is_alive()
+
+    assert run(dummy) == run(std_dummy) == (b"hello", [1, "any object"], False)
 
 
 def test_listener_and_client_between_threads():

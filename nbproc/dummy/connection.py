@@ -8,8 +8,8 @@ Data flow (one process; any thread may hold either end)::
 
     Pipe():   conn_a.send(obj) --> [_Channel a->b] --> conn_b.recv()
               conn_a.recv()   <-- [_Channel b->a] <-- conn_b.send(obj)
-              conn_a.close()  marks a->b finished: conn_b.recv() raises EOFError once drained,
-                              and b->a broken: conn_b.send() raises BrokenPipeError
+              conn_a.close()  does nothing, as in the stdlib's dummy (the "child" thread holds the
+                              same object); closing a Listener ends its pending clients' channels
 
     Listener(address)  registers itself under ``address`` in this module's table
     Client(address)    makes a Pipe(), queues the server end in the listener's backlog
@@ -17,8 +17,8 @@ Data flow (one process; any thread may hold either end)::
     Listener.accept()  takes the oldest queued server end (blocks until a client arrives)
 
 Deliberate differences from the stdlib's ``multiprocessing.dummy.connection``, each towards
-what a real connection does: ``Pipe(duplex=False)`` returns a read-only and a write-only end;
-``close()`` reaches the peer (``EOFError``, ``BrokenPipeError``); ``recv_bytes(maxlength)``,
+what a real connection does: ``Pipe(duplex=False)`` returns a read-only and a write-only
+end; ``recv_bytes(maxlength)``,
 ``recv_bytes_into`` and ``send_bytes(buf, offset, size)`` check their arguments and raise
 what real connections raise; a ``Listener`` is found by the address it was given (a
 ``(host, port)`` tuple or a path works as with sockets; the default is a fresh unique
@@ -134,7 +134,16 @@ class Connection:
         raise io.UnsupportedOperation("a thread connection has no file descriptor")
 
     def close(self) -> None:
-        """Close this end: the peer reads what was sent, then gets ``EOFError``. Idempotent."""
+        """Does nothing, as with the stdlib's ``multiprocessing.dummy`` connections.
+
+        A "child" here is a thread holding the *same* object as its parent, so the usual idiom
+        of closing the child's end in the parent right after ``start()`` would otherwise close
+        it under the running thread. (A message too long for ``recv_bytes(maxlength)`` still
+        shuts this end for reading, as a real connection does.)
+        """
+
+    def _shut(self) -> None:
+        """Really close this end: the peer reads what was sent, then gets ``EOFError``."""
         if self._closed:
             return
         self._closed = True
@@ -204,7 +213,7 @@ class Connection:
                 inbox.close_reader()
                 self._inbox = None
             else:
-                self.close()
+                self._shut()
             raise OSError("bad message length")
         return message
 
@@ -305,7 +314,7 @@ class Listener:
         self._backlog.close_writer()
         while self._backlog.ready(0):
             try:
-                self._backlog.get().close()
+                self._backlog.get()._shut()
             except EOFError:
                 break
 
