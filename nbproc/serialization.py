@@ -278,14 +278,17 @@ def dumps(obj: Any, *, what: str | None = None, buffer_callback: Callable[[Any],
     """
     if _is_plain_data(obj):
         return pickle.dumps(obj, PROTOCOL)
-    cached = getattr(_tls, "pickler", None)
-    if cached is None or cached.factory is not _current_pickler or cached.busy:
-        # First use on this thread, a serializer change, or a dumps() nested in a reducer.
-        cached = _ReusablePickler(_current_pickler)
-        if getattr(_tls, "pickler", None) is None or not _tls.pickler.busy:
-            _tls.pickler = cached
+    current = getattr(_tls, "pickler", None)
+    if current is not None and current.factory is _current_pickler and not current.busy:
+        pickler = current
+    else:
+        # First use on this thread, a serializer change, or a dumps() nested in a reducer
+        # (the thread's pickler is busy: use a fresh one and keep the cached one).
+        pickler = _ReusablePickler(_current_pickler)
+        if current is None or not current.busy:
+            _tls.pickler = pickler
     try:
-        return cached.dump(obj, buffer_callback)
+        return pickler.dump(obj, buffer_callback)
     except SerializationError:
         raise
     except Exception as exc:
@@ -438,15 +441,6 @@ def _locate(obj: Any, depth: int, seen: set[int]) -> tuple[list[str], Exception]
             return [label, *path], inner_exc
         return [label], exc
     return None
-
-
-def explain(obj: Any, what: str | None, exc: Exception, path: list[str] | None = None) -> SerializationError:
-    """Build the :class:`SerializationError` for a failed ``dumps(obj)``.
-
-    ``path`` lets callers that know the structure (Process: "argument 1 of Process target")
-    prefix their own labels.
-    """
-    return _explain(obj, what, exc, path)
 
 
 def _explain(obj: Any, what: str | None, exc: Exception, path: list[str] | None = None) -> SerializationError:
