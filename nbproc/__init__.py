@@ -16,7 +16,8 @@ from typing import Any as _Any
 
 from . import context as _context
 from . import process  # noqa: F401 - always loaded, as multiprocessing.process is (code reads nbproc.process._dangling)
-from .serialization import SerializationError, get_serializer, set_serializer
+from .exceptions import SerializationError
+from .serialization import get_serializer, set_serializer
 
 __version__ = "0.1.0"
 
@@ -24,9 +25,9 @@ __all__ = [x for x in dir(_context._default_context) if not x.startswith("_")]
 globals().update((name, getattr(_context._default_context, name)) for name in __all__)
 __all__ += ["SerializationError", "set_serializer", "get_serializer", "load_ipython_extension"]
 
-from ._pool_results import WorkerLostError  # noqa: E402 - after the context names, which it does not shadow
+from .exceptions import InitializerError, TaskCancelledError, WorkerLostError  # noqa: E402 - after the context names
 
-__all__ += ["WorkerLostError"]
+__all__ += ["WorkerLostError", "InitializerError", "TaskCancelledError"]
 
 SUBDEBUG = 5
 SUBWARNING = 25

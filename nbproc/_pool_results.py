@@ -29,13 +29,11 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.pool import MaybeEncodingError as _StdMaybeEncodingError
 from multiprocessing.pool import RemoteTraceback
 from typing import TYPE_CHECKING, Any
 
 from . import progress
-from .context import ProcessError, TimeoutError
-from .serialization import SerializationError
+from .exceptions import InitializerError, MaybeEncodingError, TaskCancelledError, TimeoutError, WorkerLostError
 
 __all__ = [
     "ApplyResult",
@@ -51,57 +49,6 @@ __all__ = [
 ]
 
 _job_counter = itertools.count()
-
-
-class WorkerLostError(ProcessError):
-    """A pool worker process ended without delivering the result of the task it was running.
-
-    Raised (from ``get()``, ``map()``, ``next()``...) for exactly the task the worker held —
-    one ``apply`` call or one chunk of a map. ``pid`` and ``exitcode`` name the worker; a
-    negative exit code is the signal that killed it (``-9``: SIGKILL, ``-11``: a segfault).
-    The pool has already started a replacement and stays usable.
-    """
-
-    def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None) -> None:
-        super().__init__(message)
-        self.pid = pid
-        self.exitcode = exitcode
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.args[0], self.pid, self.exitcode))
-
-
-class InitializerError(WorkerLostError):
-    """The pool's ``initializer`` raised in a worker; the pool cannot run tasks.
-
-    The stdlib keeps restarting such workers and every call waits forever. nbproc stops:
-    every outstanding and future task of the pool fails with this error, whose ``__cause__``
-    is the initializer's exception (with the worker's traceback attached).
-    """
-
-
-class TaskCancelledError(ProcessError):
-    """The task was abandoned before it completed: its pool was terminated, or its job was
-    cancelled because a KeyboardInterrupt arrived while the caller waited for it."""
-
-
-class MaybeEncodingError(_StdMaybeEncodingError, SerializationError):
-    """A worker's result (or exception) could not be serialized to be sent back.
-
-    Same class contract as the stdlib's ``multiprocessing.pool.MaybeEncodingError`` (and a
-    subclass of it); also an nbproc :class:`SerializationError` whose reason names the culprit,
-    e.g. ``result of map(f): item 0: cannot pickle '_thread.lock' object``.
-    """
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_encoding_error, (self.exc, self.value))
-
-
-def _rebuild_encoding_error(exc_repr: str, value_repr: str) -> MaybeEncodingError:
-    err = MaybeEncodingError.__new__(MaybeEncodingError)
-    err.exc, err.value = exc_repr, value_repr
-    err.args = (exc_repr, value_repr)
-    return err
 
 
 def attach_remote_traceback(exc: BaseException, remote_tb: str | None) -> BaseException:

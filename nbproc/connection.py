@@ -51,7 +51,13 @@ from multiprocessing.process import current_process
 from typing import Any
 
 from . import serialization
-from .context import AuthenticationError, BufferTooShort
+from .exceptions import (
+    AuthenticationError,
+    BufferTooShort,
+    HandshakeEOFError,
+    HandshakeMessageError,
+    HandshakeTimeoutError,
+)
 
 __all__ = [
     "Client",
@@ -268,28 +274,6 @@ DEFAULT_HANDSHAKE_TIMEOUT: float = float(CONNECTION_TIMEOUT)
 
 _HEADER = struct.Struct("!i")  # the stdlib's frame header: signed 32-bit length, -1 = 64-bit follows
 _LONG_HEADER = struct.Struct("!Q")
-
-
-class HandshakeTimeoutError(AuthenticationError, TimeoutError):
-    """The peer did not complete the challenge/response exchange before the deadline.
-
-    An :class:`AuthenticationError` (what an accept loop catches for a failed client) that is
-    also the built-in :class:`TimeoutError`.
-    """
-
-
-class HandshakeEOFError(AuthenticationError, EOFError):
-    """The peer closed the connection before the handshake finished.
-
-    Also an :class:`EOFError`, which is what the stdlib raises in this case.
-    """
-
-
-class HandshakeMessageError(AuthenticationError, OSError):
-    """The peer sent a malformed handshake frame: longer than allowed, a negative length, or cut off.
-
-    Also an :class:`OSError`, which is what the stdlib raises in this case ("bad message length").
-    """
 
 
 class _HandshakeChannel:

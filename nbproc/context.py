@@ -21,6 +21,7 @@ from multiprocessing import process, reduction
 from typing import Any
 
 from . import popen
+from .exceptions import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
 __all__ = [
     "BaseContext",
@@ -38,10 +39,6 @@ __all__ = [
     "AuthenticationError",
 ]
 
-ProcessError = _std.ProcessError
-BufferTooShort = _std.BufferTooShort
-TimeoutError = _std.TimeoutError
-AuthenticationError = _std.AuthenticationError
 
 
 def _apply_child_config(config: dict[str, Any]) -> None:

@@ -37,6 +37,7 @@ from cloudpickle import cloudpickle as _cloudpickle_internals
 from cloudpickle.cloudpickle import _function_setstate as _cloudpickle_setstate
 
 from . import _ctypes_classes
+from .exceptions import SerializationError
 
 __all__ = [
     "SerializationError",
@@ -57,15 +58,6 @@ PROTOCOL = 5
 # ForkingPickler keeps its own in ``_extra_reducers`` (sockets, connections, methods);
 # we consult ours first, then those, then cloudpickle's and copyreg's.
 _registry: dict[type, Callable[[Any], Any]] = {}
-
-
-class SerializationError(pickle.PicklingError, TypeError):
-    """An object could not be serialized; the message says which one and where it sat.
-
-    Subclasses both :class:`pickle.PicklingError` and :class:`TypeError` because the stdlib
-    raises either, depending on the object (``TypeError: cannot pickle '_thread.lock'
-    object``), and code written against ``multiprocessing`` catches either.
-    """
 
 
 def register(type_: type, reducer: Callable[[Any], Any]) -> None:
