@@ -15,13 +15,13 @@ Default start method: ``forkserver`` on Linux — safe in a multi-threaded Jupyt
 from __future__ import annotations
 
 import multiprocessing.context as _std
-import os
 import sys
-from multiprocessing import process, reduction
+from multiprocessing import reduction
 from typing import Any
 
 from . import popen
 from .exceptions import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
+from .process import ForkProcess, ForkServerProcess, Process, SpawnProcess
 
 __all__ = [
     "BaseContext",
@@ -39,115 +39,6 @@ __all__ = [
     "AuthenticationError",
 ]
 
-
-
-def _apply_child_config(config: dict[str, Any]) -> None:
-    """In a freshly started child: adopt the parent's nbproc settings."""
-    from . import serialization
-
-    method = config.get("start_method")
-    if method in _concrete_contexts:
-        _default_context._actual_context = _concrete_contexts[method]
-    stdio = config.get("stdio_fds")
-    if stdio is not None:
-        from multiprocessing import forkserver
-
-        inherited = forkserver.get_inherited_fds()
-        if inherited:
-            for target, index in zip((1, 2), stdio, strict=True):
-                os.dup2(inherited[index], target)
-    serializer = config.get("serializer")
-    if serializer and serializer != serialization.get_serializer():
-        serialization.set_serializer(serializer)
-
-
-# At exit the stdlib runs the finalizers of priority >= 0 — among them unlinking named
-# semaphores (a Lock's, priority 0) and shutting managers down (0) — *before* it joins the
-# non-daemonic children. A spawn/forkserver child still unpickling its arguments then finds its
-# Lock gone (FileNotFoundError): the reference's Lock example (start ten processes, never join)
-# fails that way under the stdlib. nbproc joins non-daemonic children first, at this priority:
-# after queues were told to flush (priority 10), before those clean-ups. The stdlib joins
-# these children at exit anyway; only the order relative to its finalizers changes.
-_JOIN_CHILDREN_EXIT_PRIORITY = 5
-_exit_join_registered_pid: int | None = None
-
-
-def _join_non_daemonic_children() -> None:
-    for child in process.active_children():
-        if not child.daemon:
-            child.join()
-
-
-def _register_exit_join() -> None:
-    global _exit_join_registered_pid
-    if _exit_join_registered_pid != os.getpid():  # a forked child has an empty finalizer registry
-        _exit_join_registered_pid = os.getpid()
-        from multiprocessing import util
-
-        util.Finalize(None, _join_non_daemonic_children, exitpriority=_JOIN_CHILDREN_EXIT_PRIORITY)
-
-
-class _NbprocProcess(process.BaseProcess):
-    """Base of nbproc's Process classes: applies nbproc's settings in the child."""
-
-    def start(self) -> None:
-        """Start the child (see ``multiprocessing.Process.start``); at exit it is joined before
-        the parent's semaphores are unlinked (see ``_JOIN_CHILDREN_EXIT_PRIORITY``)."""
-        super().start()
-        if not self.daemon:
-            _register_exit_join()
-
-    def _bootstrap(self, parent_sentinel: Any = None) -> int:
-        config = self.__dict__.pop("_nbproc_config", None)
-        if config:
-            _apply_child_config(config)
-        elif self._start_method in _concrete_contexts:
-            # A forked child carries no config; as in the stdlib, a child's default start
-            # method is the one it was started with (the parent's default may differ).
-            _default_context._actual_context = _concrete_contexts[self._start_method]
-        return super()._bootstrap(parent_sentinel)
-
-
-class ForkProcess(_NbprocProcess):
-    _start_method = "fork"
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
-        return popen.ForkPopen(process_obj)
-
-
-class SpawnProcess(_NbprocProcess):
-    _start_method = "spawn"
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
-        return popen.SpawnPopen(process_obj)
-
-    @staticmethod
-    def _after_fork() -> None:
-        """A spawned child is no fork: nothing to re-initialise."""
-
-
-class ForkServerProcess(_NbprocProcess):
-    _start_method = "forkserver"
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
-        return popen.ForkServerPopen(process_obj)
-
-
-class Process(_NbprocProcess):
-    """``nbproc.Process``: started with the default context's start method at ``start()``."""
-
-    _start_method = None
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
-        return _default_context.get_context().Process._Popen(process_obj)
-
-    @staticmethod
-    def _after_fork() -> None:
-        return _default_context.get_context().Process._after_fork()
 
 
 class BaseContext(_std.BaseContext):

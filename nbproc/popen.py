@@ -1,24 +1,29 @@
 """How a child process is launched, one small strategy per start method.
 
-Data flow at ``Process.start()`` (parent, calling thread)::
+Data flow at ``Process.start()`` (parent, the calling thread)::
 
-    Process.start()
-      -> <Context>Process._Popen(process)          picks the strategy below
-      -> Popen._launch(process)
-           1. _child_payload(): prep data + process object -> bytes   (nbproc.serialization,
-              with this Popen registered as the "spawning popen" so locks, Values and
-              connections agree to be pickled and their fds are duplicated for the child)
-           2. start the child                                          (strategy-specific)
-           3. write the payload to the child's pipe                    (spawn / forkserver)
+    Process.start() -> <Context>Process._Popen(process) picks the strategy below
+      ForkPopen           attached_setup() (nbproc.process: hooks capture their state onto the
+                          process object), then the stdlib's fork; the child runs _bootstrap on
+                          its copy of the object
+      SpawnPopen /        _PayloadLaunch._launch:
+      ForkServerPopen       1. _child_payload(): attached_setup() + start-up data + process
+                               object -> bytes (nbproc.serialization, while this Popen is the
+                               "spawning popen", so locks, connections and fds are duplicated
+                               for the child)
+                            2. _start_child(): spawn a fresh interpreter (spawn) or ask the
+                               fork server (forkserver) -> (sentinel, payload writer)
+                            3. write the payload; 4. _child_started() (forkserver: read the pid)
 
-    child: multiprocessing.spawn._main reads prep data, prepare()s, reads the process
-           object, calls process._bootstrap()   (nbproc's override applies nbproc settings)
+    child (spawn/forkserver): the stdlib's multiprocessing.spawn._main reads the start-up data,
+           prepare()s, reads the process object and calls process._bootstrap(); in every start
+           method _bootstrap applies the set-up hooks before run() (nbproc.process).
 
-fork needs no payload: the child is a copy of the parent and runs ``_bootstrap`` directly, so
-the stdlib's fork Popen is used unchanged. spawn and forkserver reuse the stdlib's launching
-machinery (pipes, resource tracker, the fork server process, fd passing) and differ from it in
-one place: the payload is written by nbproc's serializer, so notebook-defined targets, lambdas,
-closures and Process subclasses reach the child by value.
+The stdlib's machinery is reused through its APIs — ``spawn.get_command_line``,
+``spawn.get_preparation_data``, ``util.spawnv_passfds``, the resource tracker, the fork server
+(``connect_to_new_process``), its Popen classes' ``poll``/``wait``/``duplicate_for_child`` —
+and nbproc differs in what is written: its serializer makes notebook-defined targets, lambdas,
+closures and Process subclasses reach the child by value, and the set-up hooks ride along.
 
 Serialization happens *before* any process is created: an unpicklable argument raises
 :class:`nbproc.serialization.SerializationError` at ``start()`` and nothing is left running.
@@ -27,7 +32,6 @@ Serialization happens *before* any process is created: an unpicklable argument r
 from __future__ import annotations
 
 import contextlib
-import io
 import multiprocessing
 import os
 import sys
@@ -37,7 +41,6 @@ from multiprocessing import (
     popen_fork,
     popen_forkserver,
     popen_spawn_posix,
-    process,
     resource_tracker,
     spawn,
     util,
@@ -46,6 +49,7 @@ from multiprocessing.context import set_spawning_popen
 from typing import Any
 
 from . import serialization
+from .process import attached_setup
 
 __all__ = [
     "ForkPopen",
@@ -56,8 +60,6 @@ __all__ = [
     "forkserver_instance",
     "spawn_command_line",
 ]
-
-ForkPopen = popen_fork.Popen
 
 _executable: str | bytes | None = None
 
@@ -85,108 +87,116 @@ def get_executable() -> str | bytes:
 def spawn_command_line(**kwds: Any) -> list[str | bytes]:
     """The command that starts a spawned child: the stdlib's ``spawn_main`` reads the payload.
 
-    ``kwds`` become ``spawn_main``'s keyword arguments (``tracker_fd``, ``pipe_handle``).
+    ``kwds`` become ``spawn_main``'s keyword arguments (``tracker_fd``, ``pipe_handle``). The
+    stdlib builds the command; only the interpreter is nbproc's (:func:`set_executable`).
     """
-    args = ", ".join(f"{key}={value!r}" for key, value in kwds.items())
-    return [
-        get_executable(),
-        *util._args_from_interpreter_flags(),
-        "-c",
-        f"from multiprocessing.spawn import spawn_main; spawn_main({args})",
-        "--multiprocessing-fork",
-    ]
+    command = spawn.get_command_line(**kwds)
+    if not getattr(sys, "frozen", False):  # a frozen executable is its own interpreter
+        command[0] = get_executable()
+    return command
 
 
 def _preparation_data(name: str) -> dict[str, Any]:
-    """Start-up data for ``multiprocessing.spawn.prepare`` in the child.
+    """Start-up data for ``multiprocessing.spawn.prepare`` in the child: the stdlib's, minus two things.
 
-    Built here rather than by ``spawn.get_preparation_data`` because that function also
-    fixes the *stdlib's* start method as a side effect, which would break a later
-    ``multiprocessing.set_start_method()`` in user code. nbproc's start method travels in the
-    child config instead.
-
-    A notebook's ``__main__`` has no file, so nothing is re-run in the child: what it needs
-    arrives by value. A script's main module is re-run as ``__mp_main__`` as in the stdlib;
-    ``python -`` leaves a pseudo path ``<stdin>`` that cannot be re-run, so it is dropped.
+    - The stdlib's start method: computing it fixes the *stdlib's* default context as a side
+      effect (undone here), and shipping it would fix it in the child too; a later
+      ``multiprocessing.set_start_method()`` in user code would then fail. nbproc's start
+      method travels with the child set-up (:mod:`nbproc.process`).
+    - A main "path" that is no file (``python -`` leaves ``<stdin>``): it cannot be re-run.
+      A notebook's ``__main__`` has neither a spec nor a file, so nothing is re-run in the
+      child: what it needs arrives by value. A script's main module is re-run as
+      ``__mp_main__`` as in the stdlib.
 
     Raises RuntimeError, as the stdlib does, when called while this process is itself still
     re-running its parent's main module (a script without the ``if __name__ == "__main__":``
     guard): otherwise every spawned child would start another one — a fork bomb.
     """
-    spawn._check_not_importing_main()
-    sys_path = list(sys.path)
-    if "" in sys_path:
-        sys_path[sys_path.index("")] = process.ORIGINAL_DIR
-    data: dict[str, Any] = {
-        "name": name,
-        "sys_path": sys_path,
-        "sys_argv": sys.argv,
-        "orig_dir": process.ORIGINAL_DIR,
-        "dir": os.getcwd(),
-        "authkey": bytes(process.current_process().authkey),
-        "log_to_stderr": util._log_to_stderr,
-    }
-    if util._logger is not None:
-        data["log_level"] = util._logger.getEffectiveLevel()
-    main_module = sys.modules.get("__main__")
-    spec_name = getattr(getattr(main_module, "__spec__", None), "name", None)
-    if spec_name is not None:
-        data["init_main_from_name"] = spec_name
-    else:
-        main_path = getattr(main_module, "__file__", None)
-        if main_path is not None:
-            if not os.path.isabs(main_path) and process.ORIGINAL_DIR is not None:
-                main_path = os.path.join(process.ORIGINAL_DIR, main_path)
-            if os.path.isfile(main_path):
-                data["init_main_from_path"] = os.path.normpath(main_path)
+    with _stdlib_start_method_untouched():
+        data = spawn.get_preparation_data(name)
+    data.pop("start_method", None)
+    data["authkey"] = bytes(data["authkey"])
+    main_path = data.get("init_main_from_path")
+    if main_path is not None and not os.path.isfile(main_path):
+        del data["init_main_from_path"]
     return data
 
 
-def child_config(method: str) -> dict[str, Any]:
-    """nbproc's own per-process settings that a child must inherit."""
-    return {"start_method": method, "serializer": serialization.get_serializer()}
-
-
 def _child_payload(popen: Any, process_obj: Any) -> bytes:
-    """Serialize start-up data and the process object while ``popen`` is the spawning popen."""
-    buf = io.BytesIO()
-    process_obj._nbproc_config = child_config(popen.method)
-    stdio = getattr(popen, "_stdio_indexes", None)
-    if stdio is not None:
-        process_obj._nbproc_config["stdio_fds"] = stdio
-    set_spawning_popen(popen)
-    try:
-        buf.write(serialization.dumps(_preparation_data(process_obj._name), what="start-up data"))
-        buf.write(serialization.dumps(process_obj))
-    finally:
-        set_spawning_popen(None)
-        del process_obj._nbproc_config
-    return buf.getvalue()
+    """Start-up data + the process object (carrying the set-up hooks' states), as bytes.
+
+    Serialized while ``popen`` is the "spawning popen", so locks, Values, connections and the
+    forkserver child's stdio agree to be pickled and their fds are duplicated for the child.
+    """
+    with attached_setup(process_obj, popen.method):
+        set_spawning_popen(popen)
+        try:
+            start_up = serialization.dumps(_preparation_data(process_obj._name), what="start-up data")
+            return start_up + serialization.dumps(process_obj)
+        finally:
+            set_spawning_popen(None)
 
 
-class SpawnPopen(popen_spawn_posix.Popen):
-    """Start a fresh interpreter and feed it the payload through a pipe."""
+class _PayloadLaunch:
+    """The launch shared by spawn and forkserver: serialize, start a child, hand it the payload.
+
+    A strategy supplies ``_start_child() -> (sentinel, payload writer)`` and may read what the
+    child reports in ``_child_started()``. The writer stays open until the Popen is finalized:
+    the child's view of its parent being alive is that pipe's other end (it sees EOF when the
+    parent is gone).
+    """
+
+    method: str
+    sentinel: int
+    finalizer: Any
 
     def _launch(self, process_obj: Any) -> None:
         payload = _child_payload(self, process_obj)
+        self.sentinel, writer = self._start_child()
+        self.finalizer = util.Finalize(self, util.close_fds, (self.sentinel, writer))
+        with open(writer, "wb", closefd=False) as pipe:
+            pipe.write(payload)
+        self._child_started()
+
+    def _start_child(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _child_started(self) -> None:
+        """Nothing to read back by default: the pid is known when the child is started."""
+
+
+class ForkPopen(popen_fork.Popen):
+    """Fork: the child is a copy of the parent and runs ``_bootstrap`` directly; no payload.
+
+    The set-up hooks' states are attached to the process object before the fork, so the child
+    finds them in its copy (the stdlib's fork launch is used unchanged otherwise).
+    """
+
+    def _launch(self, process_obj: Any) -> None:
+        with attached_setup(process_obj, self.method):
+            super()._launch(process_obj)
+
+
+class SpawnPopen(_PayloadLaunch, popen_spawn_posix.Popen):
+    """Start a fresh interpreter running the stdlib's ``spawn_main``, reading from a pipe."""
+
+    def _start_child(self) -> tuple[int, int]:
+        """Two pipes: the payload (child reads), and an exit pipe whose read end is our sentinel —
+        the child holds its write end, so it reads EOF when the child is gone."""
+        payload_r, payload_w = os.pipe()
+        exit_r, exit_w = os.pipe()
         tracker_fd = resource_tracker.getfd()
-        self._fds.append(tracker_fd)
-        parent_r = child_w = child_r = parent_w = None
         try:
-            parent_r, child_w = os.pipe()
-            child_r, parent_w = os.pipe()
-            cmd = spawn_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
-            self._fds.extend([child_r, child_w])
-            self.pid = util.spawnv_passfds(get_executable(), cmd, self._fds)
-            self.sentinel = parent_r
-            with open(parent_w, "wb", closefd=False) as f:
-                f.write(payload)
-        finally:
-            fds_to_close = [fd for fd in (parent_r, parent_w) if fd is not None]
-            self.finalizer = util.Finalize(self, util.close_fds, fds_to_close)
-            for fd in (child_r, child_w):
-                if fd is not None:
-                    os.close(fd)
+            command = spawn_command_line(tracker_fd=tracker_fd, pipe_handle=payload_r)
+            self.pid = util.spawnv_passfds(get_executable(), command, [*self._fds, tracker_fd, payload_r, exit_w])
+        except BaseException:
+            os.close(payload_w)
+            os.close(exit_r)
+            raise
+        finally:  # the child's ends belong to the child
+            os.close(payload_r)
+            os.close(exit_w)
+        return exit_r, payload_w
 
 
 # nbproc's own fork server: its preload list is nbproc's (set_forkserver_preload), and a
@@ -245,34 +255,15 @@ def _stdlib_start_method_untouched() -> Iterator[None]:
             multiprocessing.set_start_method(None, force=True)
 
 
-class ForkServerPopen(popen_forkserver.Popen):
-    """Ask nbproc's fork server for a child and feed it the payload through a pipe."""
+class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
+    """Ask nbproc's fork server for a child; the server reports its pid on the sentinel."""
 
-    def _launch(self, process_obj: Any) -> None:
-        self._stdio_indexes = self._pass_stdio()
-        payload = _child_payload(self, process_obj)
+    def _start_child(self) -> tuple[int, int]:
         with _stdlib_start_method_untouched():
-            self.sentinel, w = _forkserver.connect_to_new_process(self._fds)
-        # A duplicate of the data pipe's write end is the child's view of its parent being alive.
-        parent_w = os.dup(w)
-        self.finalizer = util.Finalize(self, util.close_fds, (parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(payload)
+            return _forkserver.connect_to_new_process(self._fds)
+
+    def _child_started(self) -> None:
         self.pid = forkserver.read_signed(self.sentinel)
-
-    def _pass_stdio(self) -> tuple[int, int] | None:
-        """Hand the parent's *current* stdout/stderr to the child.
-
-        A forkserver child otherwise writes to whatever fds 1 and 2 were when the server
-        started (a stale capture file under pytest, the kernel's terminal...), unlike fork
-        and spawn children, which share the parent's. Spawn-like behaviour is less surprising.
-        """
-        try:
-            os.fstat(1)
-            os.fstat(2)
-        except OSError:
-            return None
-        return self.duplicate_for_child(1), self.duplicate_for_child(2)
 
 
 if sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX; Windows uses the stdlib's spawn

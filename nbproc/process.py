@@ -1,15 +1,45 @@
-"""Process objects and the process tree — the stdlib's, shared with it.
+"""Process objects, their lifecycle, and the one child set-up path shared by every start method.
 
-``BaseProcess`` (names, identities, ``daemon``, ``authkey``, ``exitcode``, ``sentinel``...)
-and the bookkeeping of the current process and its children are reused as they are: keeping
-one process tree means ``nbproc.current_process()`` and ``multiprocessing.current_process()``
-agree, and ``active_children()`` sees children started by either. nbproc's Process classes
-(:mod:`nbproc.context`) subclass ``BaseProcess`` and own how a child is launched
-(:mod:`nbproc.popen`).
+The process tree is the stdlib's: ``BaseProcess`` (names, identities, ``daemon``, ``authkey``,
+``exitcode``, ``sentinel``...) and the bookkeeping of the current process and its children are
+reused as they are, so ``nbproc.current_process()`` and ``multiprocessing.current_process()``
+agree and ``active_children()`` sees children started by either. nbproc's Process classes
+(defined here, re-exported by :mod:`nbproc.context`) own what happens around a child's life:
+
+Data flow of one child's set-up (``register_setup_hook`` adds entries to the hook list)::
+
+    PARENT, the thread calling Process.start()
+      _NbprocProcess.start() -> Popen(process)  (nbproc.popen, after the stdlib's checks)
+      attached_setup(process, start_method):
+        for each registered hook, in registration order:
+            state = hook.capture(start_method)         None -> the hook is skipped
+        process._nbproc_setup = _ChildSetup(start_method, [(hook name, module, qualname, state)...])
+        launch the child                                fork copies the object, spawn/forkserver
+                                                        serialize it (the states travel with it)
+        del process._nbproc_setup                       the parent's object stays clean
+    CHILD, main thread, inside BaseProcess._bootstrap (current_process() is already the child)
+      _NbprocProcess._after_fork()
+        fork/forkserver: the stdlib's after-fork re-initialisation (finalizers, after-forkers)
+        for each shipped hook, in order: import module, look up qualname, apply(state)
+            an exception -> "nbproc: child set-up hook 'name' failed" + traceback on stderr,
+                            exit code 1 (run() never starts)
+      BaseProcess._bootstrap -> run()
+
+The first hook is nbproc's own ("nbproc.config": start method, serializer, the forkserver
+child's stdio), so there is one path for nbproc's settings and for upper layers' (output
+forwarding, parent-death watch) — a forked child receives them exactly like a spawned one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing import util
 from multiprocessing.process import (
     ORIGINAL_DIR,
     AuthenticationString,
@@ -20,8 +50,7 @@ from multiprocessing.process import (
     current_process,
     parent_process,
 )
-
-from .context import ForkProcess, ForkServerProcess, Process, SpawnProcess
+from typing import Any
 
 __all__ = [
     "BaseProcess",
@@ -34,8 +63,281 @@ __all__ = [
     "parent_process",
     "AuthenticationString",
     "ORIGINAL_DIR",
+    "register_setup_hook",
 ]
 
 # The same process-tree bookkeeping as the stdlib's (one tree, see above): ``_cleanup`` reaps
 # finished children, ``_dangling`` tracks live Process objects (test suites read both).
 _reexported_private = (_cleanup, _dangling)
+
+
+# --------------------------------------------------------------------------------------------
+# The child set-up registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hook:
+    name: str
+    capture: Callable[[str], Any]
+    apply: Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class _ShippedHook:
+    """One hook's state on its way to a child: ``apply`` travels as module + qualified name."""
+
+    name: str
+    module: str
+    qualname: str
+    state: Any
+
+
+@dataclass(frozen=True)
+class _ChildSetup:
+    """Everything a child applies before ``run()``: what travels on the process object."""
+
+    start_method: str
+    hooks: tuple[_ShippedHook, ...]
+
+
+_hooks: dict[str, _Hook] = {}  # insertion order is the order hooks run in
+
+
+def _importable_name(func: Callable[..., Any], role: str) -> tuple[str, str]:
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not module or module in ("__main__", "__mp_main__") or "<" in qualname:
+        raise ValueError(f"set-up hook {role} must be a module-level function of an importable module: {func!r}")
+    return module, qualname
+
+
+def register_setup_hook(name: str, capture: Callable[[str], Any], apply: Callable[[Any], None]) -> None:
+    """Run ``apply(capture(start_method))`` in every nbproc child before its target runs.
+
+    ``capture(start_method)`` runs in the parent, on the thread calling ``Process.start()``, for
+    every nbproc child (user Processes, pool workers, manager servers); it returns a picklable
+    state, or ``None`` for "nothing to do in this child". An exception in ``capture``
+    propagates from ``start()`` before any process exists. ``apply(state)`` runs in the child
+    under fork, spawn and forkserver alike, after the process object is rebuilt and before
+    ``run()``; if it raises, the child reports it on stderr with the hook's name and exits
+    with code 1. Both must be module-level functions of importable modules: the child finds
+    ``apply`` by module and qualified name, importing the module if needed.
+
+    Registering ``name`` again replaces that hook in its original position; hooks run in
+    registration order. Raises :class:`ValueError` for a function the child could not find.
+    """
+    _importable_name(capture, "capture")
+    _importable_name(apply, "apply")
+    _hooks[name] = _Hook(name, capture, apply)
+
+
+def _capture_setup(start_method: str) -> _ChildSetup:
+    shipped = []
+    for hook in list(_hooks.values()):
+        state = hook.capture(start_method)
+        if state is not None:
+            module, qualname = _importable_name(hook.apply, "apply")
+            shipped.append(_ShippedHook(hook.name, module, qualname, state))
+    return _ChildSetup(start_method, tuple(shipped))
+
+
+@contextlib.contextmanager
+def attached_setup(process_obj: BaseProcess, start_method: str) -> Iterator[None]:
+    """While a child is launched: the hooks' captured states ride on the process object.
+
+    Called by every launch strategy (:mod:`nbproc.popen`) on the thread calling ``start()``,
+    after the stdlib's checks, so a refused ``start()`` captures nothing. A forked child
+    finds the attribute in its copy of memory, spawn and forkserver serialize it with the
+    object; the parent's object is left without it.
+    """
+    process_obj._nbproc_setup = _capture_setup(start_method)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        process_obj.__dict__.pop("_nbproc_setup", None)
+
+
+def _resolve(module: str, qualname: str) -> Callable[[Any], None]:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _apply_setup(setup: _ChildSetup) -> None:
+    """In the child: apply each shipped hook; a failure ends the child with exit code 1."""
+    for hook in setup.hooks:
+        try:
+            _resolve(hook.module, hook.qualname)(hook.state)
+        except BaseException as exc:  # a child that half set itself up must not run user code
+            sys.stderr.write(f"nbproc: child set-up hook {hook.name!r} failed in {current_process().name}:\n")
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+            sys.stderr.flush()
+            raise SystemExit(1) from None
+
+
+# --------------------------------------------------------------------------------------------
+# nbproc's own settings: the first hook
+# --------------------------------------------------------------------------------------------
+
+
+class _ParentStdio:
+    """The parent's *current* fds 1 and 2, handed to a forkserver child when it is serialized.
+
+    A forkserver child otherwise writes to whatever fds 1 and 2 were when the server started
+    (a stale capture file under pytest, the kernel's terminal...), unlike fork and spawn
+    children, which share the parent's. Spawn-like behaviour is less surprising. The fds are
+    passed at pickling time, while the forkserver Popen collects the fds it sends to the server.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing.context import get_spawning_popen
+
+        popen = get_spawning_popen()
+        try:
+            os.fstat(1)
+            os.fstat(2)
+        except OSError:
+            popen = None
+        if popen is None or not hasattr(popen, "duplicate_for_child"):
+            return (type(None), ())
+        return (_InheritedStdio, tuple(popen.DupFd(popen.duplicate_for_child(fd)) for fd in (1, 2)))
+
+
+class _InheritedStdio:
+    """In the forkserver child: the parent's stdout/stderr, to be installed as fds 1 and 2."""
+
+    def __init__(self, out: Any, err: Any) -> None:
+        self.fds = (out, err)
+
+    def install(self) -> None:
+        for target, dup in zip((1, 2), self.fds, strict=True):
+            os.dup2(dup.detach(), target)
+
+
+@dataclass(frozen=True)
+class _Config:
+    start_method: str
+    serializer: str
+    stdio: Any  # _ParentStdio in the parent; _InheritedStdio or None in the child
+
+
+def _capture_config(start_method: str) -> _Config:
+    from . import serialization
+
+    stdio = _ParentStdio() if start_method == "forkserver" else None
+    return _Config(start_method, serialization.get_serializer(), stdio)
+
+
+def _apply_config(config: _Config) -> None:
+    """A child's default start method is the one it was started with (as in the stdlib), its
+    serializer the parent's, and a forkserver child writes to the parent's current stdio."""
+    from . import context, serialization
+
+    context._default_context._actual_context = context._concrete_contexts[config.start_method]
+    if isinstance(config.stdio, _InheritedStdio):
+        config.stdio.install()
+    if config.serializer != serialization.get_serializer():
+        serialization.set_serializer(config.serializer)
+
+
+register_setup_hook("nbproc.config", _capture_config, _apply_config)
+
+
+# --------------------------------------------------------------------------------------------
+# Process classes
+# --------------------------------------------------------------------------------------------
+
+# At exit the stdlib runs the finalizers of priority >= 0 — among them unlinking named
+# semaphores (a Lock's, priority 0) and shutting managers down (0) — *before* it joins the
+# non-daemonic children. A spawn/forkserver child still unpickling its arguments then finds its
+# Lock gone (FileNotFoundError): the reference's Lock example (start ten processes, never join)
+# fails that way under the stdlib. nbproc joins non-daemonic children first, at this priority:
+# after queues were told to flush (priority 10), before those clean-ups. The stdlib joins
+# these children at exit anyway; only the order relative to its finalizers changes.
+_JOIN_CHILDREN_EXIT_PRIORITY = 5
+_exit_join_registered_pid: int | None = None
+
+
+def _join_non_daemonic_children() -> None:
+    for child in active_children():
+        if not child.daemon:
+            child.join()
+
+
+def _register_exit_join() -> None:
+    global _exit_join_registered_pid
+    if _exit_join_registered_pid != os.getpid():  # a forked child has an empty finalizer registry
+        _exit_join_registered_pid = os.getpid()
+        util.Finalize(None, _join_non_daemonic_children, exitpriority=_JOIN_CHILDREN_EXIT_PRIORITY)
+
+
+def _context_for(method: str | None) -> Any:
+    from . import context
+
+    if method is None:
+        return context._default_context.get_context()
+    return context._concrete_contexts[method]
+
+
+class _NbprocProcess(BaseProcess):
+    """Base of nbproc's Process classes: runs the child set-up path (see the module docstring)."""
+
+    def start(self) -> None:
+        """Start the child (see ``multiprocessing.Process.start``).
+
+        The set-up hooks capture their state on this thread as the child is launched
+        (:func:`attached_setup`); at exit a non-daemonic child is joined before the parent's
+        semaphores are unlinked (``_JOIN_CHILDREN_EXIT_PRIORITY``).
+        """
+        super().start()
+        if not self.daemon:
+            _register_exit_join()
+
+    def _after_fork(self) -> None:  # type: ignore[override] - the stdlib's is a staticmethod, called on self
+        setup = self.__dict__.pop("_nbproc_setup", None)
+        method = setup.start_method if setup is not None else self._start_method
+        if method != "spawn":  # a spawned child is no fork: nothing to re-initialise
+            BaseProcess._after_fork()
+        if setup is not None:
+            _apply_setup(setup)
+
+
+class ForkProcess(_NbprocProcess):
+    _start_method = "fork"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
+        from . import popen
+
+        return popen.ForkPopen(process_obj)
+
+
+class SpawnProcess(_NbprocProcess):
+    _start_method = "spawn"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+        from . import popen
+
+        return popen.SpawnPopen(process_obj)
+
+
+class ForkServerProcess(_NbprocProcess):
+    _start_method = "forkserver"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+        from . import popen
+
+        return popen.ForkServerPopen(process_obj)
+
+
+class Process(_NbprocProcess):
+    """``nbproc.Process``: started with the default context's start method at ``start()``."""
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+        return _context_for(None).Process._Popen(process_obj)
