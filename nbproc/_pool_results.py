@@ -29,11 +29,11 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.pool import RemoteTraceback
 from typing import TYPE_CHECKING, Any
 
-from . import progress
+from . import progress, remote_error
 from .exceptions import InitializerError, MaybeEncodingError, TaskCancelledError, TimeoutError, WorkerLostError
+from .remote_error import RemoteErrorCarrier, RemoteTraceback
 
 __all__ = [
     "ApplyResult",
@@ -51,11 +51,9 @@ __all__ = [
 _job_counter = itertools.count()
 
 
-def attach_remote_traceback(exc: BaseException, remote_tb: str | None) -> BaseException:
-    """Make the worker's formatted traceback the ``__cause__`` of ``exc`` (as the stdlib does)."""
-    if remote_tb:
-        exc.__cause__ = RemoteTraceback(f'\n"""\n{remote_tb}"""')
-    return exc
+def attach_remote_traceback(exc: BaseException, remote_tb: RemoteErrorCarrier | str | None) -> BaseException:
+    """Make the worker's traceback the ``__cause__`` of ``exc`` (as the stdlib does; see :mod:`nbproc.remote_error`)."""
+    return remote_error.attach(exc, remote_tb)
 
 
 if TYPE_CHECKING:

@@ -69,7 +69,7 @@ from multiprocessing.connection import wait as _wait_ready
 from time import monotonic
 from typing import Any
 
-from . import serialization
+from . import remote_error, serialization
 from ._pool_results import (
     InitializerError,
     MaybeEncodingError,
@@ -167,17 +167,17 @@ class ResultMessage:
 
 
 class Failure:
-    """An exception raised in a worker, with its formatted traceback (pickles are traceback-less)."""
+    """An exception raised in a worker, with its traceback's carrier (pickles are traceback-less)."""
 
     __slots__ = ("exc", "tb")
 
-    def __init__(self, exc: BaseException, tb: str | None) -> None:
+    def __init__(self, exc: BaseException, tb: remote_error.RemoteErrorCarrier | None) -> None:
         self.exc = exc
         self.tb = tb
 
     @classmethod
     def capture(cls, exc: BaseException) -> Failure:
-        return cls(exc, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return cls(exc, remote_error.capture(exc))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Failure, (self.exc, self.tb))

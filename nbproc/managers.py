@@ -69,8 +69,9 @@ from multiprocessing.context import get_spawning_popen
 from multiprocessing.process import AuthenticationString, current_process
 from typing import Any, NamedTuple
 
-from . import connection, context, serialization
+from . import connection, context, remote_error, serialization
 from .context import ProcessError
+from .remote_error import RemoteTraceback  # noqa: F401 - re-exported: the one RemoteTraceback class
 
 __all__ = [
     "BaseManager",
@@ -164,37 +165,19 @@ def _request_shutdown(client: Any, address: Any, authkey: bytes, timeout: float)
 # --------------------------------------------------------------------------------------------
 
 
-class RemoteTraceback(Exception):  # noqa: N818 - the name multiprocessing.pool uses for the same thing
-    """The manager-side traceback of an exception raised by a referent's method.
-
-    Attached as ``__cause__`` of the exception that ``_callmethod`` re-raises, so the traceback
-    printed in the client shows where the error happened inside the manager's server.
-    """
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
-
-
-def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:
-    exc.__cause__ = RemoteTraceback(tb)
-    return exc
-
-
 class _ExceptionWithTraceback:
-    """Carrier for a referent's exception: unpickles as the exception itself, with its cause set."""
+    """Carrier for a referent's exception: unpickles as the exception itself, with the
+    server-side traceback as its ``__cause__`` (a :class:`RemoteTraceback`, rendered by the
+    client — see :mod:`nbproc.remote_error`)."""
 
     __slots__ = ("exc", "tb")
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
-        self.tb = '\n"""\n' + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) + '"""'
+        self.tb = remote_error.capture(exc)
 
-    def __reduce__(self) -> tuple[Any, tuple[BaseException, str]]:
-        return _rebuild_exception, (self.exc, self.tb)
+    def __reduce__(self) -> tuple[Any, tuple[BaseException, Any]]:
+        return remote_error.attach, (self.exc, self.tb)
 
 
 def _traceback_of(exc: BaseException) -> tuple[str, str]:
