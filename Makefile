@@ -25,7 +25,7 @@ test-python: $(VENV)/.installed
 	$(PY) -m pytest tests
 
 test-notebooks: $(VENV)/.installed
-	$(PY) -m pytest --nbval notebooks -p no:randomly
+	$(PY) -m pytest --nbval notebooks -p no:randomly --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 
 test-other-pythons:
 	bash tests/other_pythons.sh

@@ -21,13 +21,25 @@ copyright = "the nbproc developers"  # noqa: A001 - Sphinx's name
 release = nbproc.__version__
 version = ".".join(release.split(".")[:2])
 
+# Local extensions (docs/_ext): `reexports`, which documents the names a module re-exports.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
+
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    "myst_nb",
+    "reexports",
 ]
 
 # Only offline extensions: the build runs on machines without network access (no intersphinx).
-exclude_patterns = ["_build"]
+# `tutorials` is a link to the repository's notebooks/ folder: the notebooks are rendered from
+# where they live (and where nbval tests them), never copied.
+exclude_patterns = ["_build", "**/.ipynb_checkpoints", "tutorials/nbval-sanitize.cfg"]
+
+# Notebooks are rendered with the outputs saved in them (`make test` compares those outputs
+# with a fresh run), never executed by the docs build: the build stays fast, needs no kernel,
+# and shows exactly what the tests checked.
+nb_execution_mode = "off"
 root_doc = "index"
 
 autodoc_member_order = "bysource"

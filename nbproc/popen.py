@@ -81,6 +81,7 @@ def set_executable(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | N
 
 
 def get_executable() -> str | bytes:
+    """The interpreter spawned children run: :func:`set_executable`'s choice, else the stdlib's."""
     return _executable or spawn.get_executable()
 
 
@@ -223,6 +224,7 @@ os.register_at_fork(after_in_child=_fresh_forkserver_after_fork)
 
 
 def forkserver_instance() -> forkserver.ForkServer:
+    """nbproc's own fork server of this process (a fresh one after a fork), not the stdlib's."""
     return _forkserver
 
 

@@ -42,6 +42,7 @@ from typing import Any, TextIO
 
 __all__ = ["ProgressEvent", "Listener", "add_listener", "remove_listener", "TextProgress"]
 
+#: What a listener is: any callable that takes one :class:`ProgressEvent`.
 Listener = Callable[["ProgressEvent"], Any]
 
 #: Listeners that hear every pool of this process (e.g. the Jupyter layer's widget).
