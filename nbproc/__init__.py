@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [x for x in dir(_context._default_context) if not x.startswith("_")]
 globals().update((name, getattr(_context._default_context, name)) for name in __all__)
-__all__ += ["SerializationError", "set_serializer", "get_serializer", "load_ipython_extension"]
+__all__ += ["SerializationError", "set_serializer", "get_serializer", "load_ipython_extension", "unload_ipython_extension"]
 
 from .exceptions import InitializerError, TaskCancelledError, WorkerLostError  # noqa: E402 - after the context names
 
@@ -42,3 +42,10 @@ def load_ipython_extension(ipython: _Any) -> None:
     from .jupyter import load_ipython_extension as _load
 
     _load(ipython)
+
+
+def unload_ipython_extension(ipython: _Any) -> None:
+    """``%unload_ext nbproc``: removes what ``%load_ext nbproc`` installed."""
+    from .jupyter import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -1,0 +1,413 @@
+"""Worker output in the notebook cell that started the work (runs in the kernel process only).
+
+Data flow — who writes what where, on which thread::
+
+    kernel: thread calling start() / creating a Pool job     child (fork | spawn | forkserver)
+    ---------------------------------------------------      ----------------------------------
+    capture_route(): route key -> kernel.get_parent()        nbproc._output.apply(state), before run():
+      (the cell executing now); state -> child      ------->   makes pipes OUT, ERR; sends their read
+    note_job(job): job -> kernel.get_parent()                  ends + route key over the datagram
+                                                               socket; fds 1, 2 := write ends
+                                                             pool worker at each new job: MARK(job)
+                         datagram socket (SCM_RIGHTS) <------  print / os.write / C / subprocesses
+                                  |                                   | bytes on fds 1 and 2
+                                  v                                   v
+    kernel: thread "nbproc-output" (Router._run) ----- reads pipes OUT, ERR as soon as readable
+      registers the pipes under the route of their cell      (a full pipe would block the worker)
+      splits the bytes at MARK(job): later bytes go to the cell that submitted job
+      decodes UTF-8, appends to the pending batch of (cell, stream)
+      every BATCH_INTERVAL (or BATCH_BYTES): flushes the kernel's own sys.stdout/stderr (so a
+      cell's earlier prints stay first), then session.send(iopub, "stream", parent=cell)
+    kernel: thread in a blocking call (get/map/next/join) -> sync(): under the same lock,
+      takes pending registrations, reads every pipe until empty, sends the batches, returns.
+
+``iopub_socket`` hands each send to the kernel's IOPub thread, so sending from the reader thread
+or from a waiting thread is safe, and a message sent before ``execute_reply`` precedes the
+cell's ``idle`` status: headless runners (nbclient, nbval, papermill) record it. Output that
+arrives after the cell finished still carries that cell's ``parent_header``: JupyterLab and
+Notebook 7 show it under the old cell; nbclient has stopped listening by then.
+
+The route is captured when work is *submitted* (``Process.start()``, a Pool job's creation),
+on the submitting thread, which is the way that works across ipykernel versions (the
+thread-parent APIs differ between 6.29, 7.0, 7.1 and 7.3+). For Pool tasks the worker writes a
+marker (a random per-kernel token + the job id) into both streams whenever it starts a task of
+another job, so a warm worker's output goes to the cell that submitted the task, not the one
+that created the pool.
+
+Not in scope here: the kernel's own output (ipykernel's OutStream) and its fd capture, which
+the children no longer write into, so nothing is shown twice.
+"""
+
+from __future__ import annotations
+
+import codecs
+import atexit
+import errno
+import itertools
+import os
+import selectors
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+from collections import OrderedDict
+from time import monotonic
+from typing import Any
+
+from .. import _output
+
+__all__ = ["Router", "router", "capture_route", "running_kernel", "current_parent", "sync"]
+
+# Output is sent at most this long after it was read: often enough to feel live, rarely enough
+# that a chatty worker costs a few iopub messages per second, not one per line.
+BATCH_INTERVAL = 0.05
+# ... or as soon as this much text is pending, so one message stays small for the front end.
+BATCH_BYTES = 256 * 1024
+# One read from a pipe: a Linux pipe holds 64 KiB, so one read usually empties it.
+READ_SIZE = 64 * 1024
+# A sync() reads a pipe at most this much: more than any pipe buffers, so everything written
+# before the call is taken, while a worker that keeps writing cannot hold the caller forever.
+SYNC_READ_LIMIT = 4 * 1024 * 1024
+# Routes (cells of started children, of Pool jobs) remembered. Older keys fall back to the most
+# recent cell: bounded memory for kernels that submit millions of jobs, at the price of
+# misrouting output of a job whose tasks start after this many newer jobs were created.
+MAX_ROUTES = 16384
+# Datagram receive buffer: one registration is REGISTRATION.size bytes.
+_DGRAM_SIZE = 64
+
+_Parent = dict
+
+
+def running_kernel() -> Any:
+    """The ipykernel kernel running in *this* process, or ``None``.
+
+    Found through ``sys.modules`` (never imported here): a plain ``python`` or a worker has no
+    ipykernel loaded, and a process forked from a kernel has the app object but not its threads,
+    which the pid stored by the kernel's session reveals.
+    """
+    app_module = sys.modules.get("ipykernel.kernelapp")
+    if app_module is None:
+        return None
+    app_class = getattr(app_module, "IPKernelApp", None)
+    if app_class is None or not app_class.initialized():
+        return None
+    kernel = getattr(app_class.instance(), "kernel", None)
+    session = getattr(kernel, "session", None)
+    if session is None or getattr(kernel, "iopub_socket", None) is None:
+        return None
+    if getattr(session, "pid", os.getpid()) != os.getpid():
+        return None
+    io_thread = getattr(getattr(kernel, "iopub_thread", None), "thread", None)
+    if io_thread is not None and not io_thread.is_alive():  # a forked copy: no IOPub thread here
+        return None
+    return kernel
+
+
+def _parent_of(kernel: Any) -> _Parent:
+    try:
+        parent = kernel.get_parent("shell")
+    except TypeError:  # ipykernel < 6 took no channel
+        parent = kernel.get_parent()
+    return parent or {}
+
+
+class _Stream:
+    """One pipe of one child: where its bytes currently go, and what is held back for the next read."""
+
+    __slots__ = ("fd", "name", "pid", "route", "decoder", "held", "eof", "registered")
+
+    def __init__(self, fd: int, name: str, pid: int, route: _Parent) -> None:
+        self.fd = fd
+        self.name = name  # "stdout" | "stderr": the stream message's name
+        self.pid = pid
+        self.route = route
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.held = b""  # the start of a marker split across reads
+        self.eof = False
+        self.registered = False
+
+
+class Router:
+    """Reads every forwarded child's pipes and sends their text to the right cell on iopub."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.pid = os.getpid()
+        self._kernel = kernel
+        self._topics = {name: f"stream.{name}".encode() for name in ("stdout", "stderr")}
+        self.token = b"\x00\x1bnbproc-mark:" + os.urandom(8)
+        self._mark_size = len(self.token) + _output.MARK_JOB.size
+        # A private directory (mode 0700) keeps other users from sending us descriptors.
+        self._dir = tempfile.mkdtemp(prefix="nbproc-out-")
+        self.address = os.path.join(self._dir, "router")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.address)
+        self._sock.setblocking(False)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._lock = threading.Lock()  # streams, pending batches; held by the reader or a sync()
+        self._routes_lock = threading.Lock()  # the route tables, written by submitting threads
+        self._route_keys = itertools.count(1)
+        self._process_routes: OrderedDict[int, _Parent] = OrderedDict()
+        self._job_routes: OrderedDict[int, _Parent] = OrderedDict()
+        self._latest: _Parent = {}
+        self._streams: dict[int, _Stream] = {}
+        self._pending: dict[tuple[str, str], list[str]] = {}
+        self._pending_parents: dict[str, _Parent] = {}
+        self._pending_bytes = 0
+        self._deadline = 0.0
+        self._closed = False
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._sock, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="nbproc-output", daemon=True)
+        self._thread.start()
+
+    # -- submitting threads ----------------------------------------------------------------
+    def current_parent(self) -> _Parent:
+        """The request (cell) executing now; the latest one seen if the kernel reports none."""
+        parent = _parent_of(self._kernel)
+        if parent.get("header"):
+            self._latest = parent
+            return parent
+        return self._latest
+
+    def _remember(self, table: OrderedDict[int, _Parent], key: int, parent: _Parent) -> None:
+        with self._routes_lock:
+            table[key] = parent
+            if len(table) > MAX_ROUTES:
+                table.popitem(last=False)
+
+    def capture_route(self) -> _output.ForwardState:
+        key = next(self._route_keys)
+        self._remember(self._process_routes, key, self.current_parent())
+        return _output.ForwardState(self.address, key, self.token)
+
+    def note_job(self, job: int) -> None:
+        self._remember(self._job_routes, job, self.current_parent())
+
+    def sync(self) -> None:
+        """Send everything the children have written so far; returns when it is on iopub."""
+        if self._closed or self.pid != os.getpid():
+            return
+        with self._lock:
+            fresh = self._take_registrations()
+            for stream in list(self._streams.values()):
+                if not stream.eof:
+                    self._read(stream, SYNC_READ_LIMIT)
+            self._send_pending()
+            wake = fresh or any(s.eof for s in self._streams.values())
+        if wake:  # the reader thread owns the selector: it registers new pipes and closes ended ones
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass  # already awake
+
+    # -- reader thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._closed:
+                timeout = max(self._deadline - monotonic(), 0.0) if self._pending else None
+                ready = self._selector.select(timeout)
+                with self._lock:
+                    for key, _ in ready:
+                        if key.fileobj is self._sock:
+                            self._take_registrations()
+                        elif key.fd == self._wake_r:
+                            self._drain_wake()
+                        else:
+                            stream = key.data
+                            if not stream.eof:
+                                self._read(stream, READ_SIZE)
+                    self._maintain_selector()
+                    if self._pending and (monotonic() >= self._deadline or self._pending_bytes >= BATCH_BYTES):
+                        self._send_pending()
+        except Exception:  # noqa: BLE001 - a dead router must say so; children then block on full pipes
+            import traceback
+
+            print("nbproc: the output router stopped:", file=sys.__stderr__)
+            traceback.print_exc(file=sys.__stderr__)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _maintain_selector(self) -> None:
+        """Register new pipes, forget ended ones (reader thread only: the selector is not shared)."""
+        for stream in list(self._streams.values()):
+            if stream.eof:
+                if stream.registered:
+                    self._selector.unregister(stream.fd)
+                os.close(stream.fd)
+                del self._streams[stream.fd]
+            elif not stream.registered:
+                self._selector.register(stream.fd, selectors.EVENT_READ, stream)
+                stream.registered = True
+
+    # -- both (lock held) --------------------------------------------------------------------
+    def _take_registrations(self) -> bool:
+        """Receive every child's pipes waiting on the socket; True if there were any."""
+        got = False
+        while True:
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(self._sock, _DGRAM_SIZE, 2)
+            except (BlockingIOError, InterruptedError):
+                return got
+            if len(fds) != 2 or len(message) != _output.REGISTRATION.size:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            route_key, pid = _output.REGISTRATION.unpack(message)
+            with self._routes_lock:
+                route = self._process_routes.pop(route_key, None) or self._latest
+            for fd, name in zip(fds, ("stdout", "stderr"), strict=True):
+                os.set_blocking(fd, False)
+                self._streams[fd] = _Stream(fd, name, pid, route)
+            got = True
+
+    def _read(self, stream: _Stream, limit: int) -> None:
+        taken = 0
+        while taken < limit:
+            try:
+                data = os.read(stream.fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                data = b""
+            if not data:
+                self._end(stream)
+                return
+            taken += len(data)
+            self._feed(stream, data)
+            if len(data) < READ_SIZE:
+                return  # the pipe is (most likely) empty: the selector says when there is more
+
+    def _feed(self, stream: _Stream, data: bytes) -> None:
+        """Split ``data`` at job markers; each piece goes to the route in force where it was written."""
+        if stream.held:
+            data, stream.held = stream.held + data, b""
+        token, size = self.token, self._mark_size
+        while True:
+            at = data.find(token)
+            if at < 0:
+                break
+            if len(data) - at < size:  # the job id has not arrived yet
+                stream.held = data[at:]
+                data = data[:at]
+                break
+            self._emit(stream, data[:at])
+            (job,) = _output.MARK_JOB.unpack_from(data, at + len(token))
+            with self._routes_lock:
+                stream.route = self._job_routes.get(job) or stream.route
+            data = data[at + size :]
+        if not stream.held:  # the tail may be the beginning of a marker split across two reads
+            at = data.find(token[:1], max(len(data) - len(token) + 1, 0))
+            while at >= 0:
+                if token.startswith(data[at:]):
+                    stream.held, data = data[at:], data[:at]
+                    break
+                at = data.find(token[:1], at + 1)
+        self._emit(stream, data)
+
+    def _emit(self, stream: _Stream, data: bytes, final: bool = False) -> None:
+        text = stream.decoder.decode(data, final)
+        if not text:
+            return
+        parent = stream.route
+        msg_id = parent.get("header", {}).get("msg_id", "")
+        key = (msg_id, stream.name)
+        batch = self._pending.get(key)
+        if batch is None:
+            batch = self._pending[key] = []
+            self._pending_parents[msg_id] = parent
+        if not self._pending_bytes:
+            self._deadline = monotonic() + BATCH_INTERVAL
+        batch.append(text)
+        self._pending_bytes += len(text)
+
+    def _end(self, stream: _Stream) -> None:
+        """End of file: every process holding this pipe's write end has exited (or closed it)."""
+        held, stream.held = stream.held, b""
+        self._emit(stream, held, final=True)
+        stream.eof = True
+
+    def _send_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, parents = self._pending, self._pending_parents
+        self._pending, self._pending_parents, self._pending_bytes = {}, {}, 0
+        # The cell's own earlier prints sit in ipykernel's buffer (flushed every 0.2 s): send
+        # them first, so a cell's output reads in the order it happened.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a broken sys.stdout must not stop forwarding
+                pass
+        session, iopub = self._kernel.session, self._kernel.iopub_socket
+        for (msg_id, name), texts in pending.items():
+            session.send(
+                iopub,
+                "stream",
+                {"name": name, "text": "".join(texts)},
+                parent=parents[msg_id],
+                ident=self._topics[name],
+            )
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop reading (at interpreter exit); children still running keep writing into pipes
+        nobody reads, as they would into a closed terminal."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(1.0)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_router: Router | None = None
+_router_lock = threading.Lock()
+
+
+def router() -> Router | None:
+    """This kernel's router, started on first use; ``None`` outside a running kernel."""
+    global _router
+    current = _router
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _router_lock:
+        if _router is None or _router.pid != os.getpid():
+            kernel = running_kernel()
+            if kernel is None:
+                return None
+            _router = Router(kernel)
+            _output.set_router(_router)
+            atexit.register(_router.close)
+        return _router
+
+
+def capture_route() -> _output.ForwardState | None:
+    """The set-up hook's parent half: route the child being started to the current cell."""
+    current = router()
+    return None if current is None else current.capture_route()
+
+
+def current_parent() -> _Parent | None:
+    """The parent message of the cell executing now (for callers that route their own output)."""
+    current = router()
+    return None if current is None else current.current_parent()
+
+
+def sync() -> None:
+    """Deliver all output the children have written so far (see :meth:`Router.sync`)."""
+    _output.sync()
