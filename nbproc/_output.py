@@ -191,3 +191,13 @@ def sync() -> None:
     router = _router
     if router is not None:
         router.sync()
+
+
+# -- registration: after the nbproc.config hook, so a forkserver child's stdio is in place first.
+def _register() -> None:
+    from .process import register_setup_hook
+
+    register_setup_hook(HOOK_NAME, capture, apply)
+
+
+_register()

@@ -151,8 +151,8 @@ def test_forwarding_switch(kernel):
     # With the kernel's own capture off, nothing of it reaches the notebook: it went to the
     # kernel's terminal, as with the stdlib.
     assert "switched-off" not in kernel.text(cell, "stdout") + kernel.text(cell, "stderr")
-    back_on = kernel.run("p = nbproc.get_context('spawn').Process(target=late, args=(0, 'on again')); p.start(); p.join()")
-    assert kernel.text(back_on, "stdout") == "on again\n"
+    back_on = kernel.run("p = nbproc.get_context('spawn').Process(target=late, args=(0, 'on'))\np.start(); p.join()")
+    assert kernel.text(back_on, "stdout") == "on\n"
 
 
 def test_load_ext(kernel):

@@ -40,8 +40,8 @@ the children no longer write into, so nothing is shown twice.
 
 from __future__ import annotations
 
-import codecs
 import atexit
+import codecs
 import errno
 import itertools
 import os
@@ -115,7 +115,7 @@ def _parent_of(kernel: Any) -> _Parent:
 class _Stream:
     """One pipe of one child: where its bytes currently go, and what is held back for the next read."""
 
-    __slots__ = ("fd", "name", "pid", "route", "decoder", "held", "eof", "registered")
+    __slots__ = ("fd", "name", "pid", "route", "decoder", "held", "partial", "partial_since", "eof", "registered")
 
     def __init__(self, fd: int, name: str, pid: int, route: _Parent) -> None:
         self.fd = fd
@@ -124,6 +124,8 @@ class _Stream:
         self.route = route
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.held = b""  # the start of a marker split across reads
+        self.partial = ""  # text after the last newline, kept back so lines of workers do not mix
+        self.partial_since = 0.0
         self.eof = False
         self.registered = False
 
@@ -196,6 +198,7 @@ class Router:
             for stream in list(self._streams.values()):
                 if not stream.eof:
                     self._read(stream, SYNC_READ_LIMIT)
+                self._release_partial(stream)
             self._send_pending()
             wake = fresh or any(s.eof for s in self._streams.values())
         if wake:  # the reader thread owns the selector: it registers new pipes and closes ended ones
@@ -207,9 +210,10 @@ class Router:
     # -- reader thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            partial_due: float | None = None
             while not self._closed:
-                timeout = max(self._deadline - monotonic(), 0.0) if self._pending else None
-                ready = self._selector.select(timeout)
+                due = [t for t in (self._deadline if self._pending else None, partial_due) if t is not None]
+                ready = self._selector.select(max(min(due) - monotonic(), 0.0) if due else None)
                 with self._lock:
                     for key, _ in ready:
                         if key.fileobj is self._sock:
@@ -221,6 +225,7 @@ class Router:
                             if not stream.eof:
                                 self._read(stream, READ_SIZE)
                     self._maintain_selector()
+                    partial_due = self._release_old_partials(monotonic())
                     if self._pending and (monotonic() >= self._deadline or self._pending_bytes >= BATCH_BYTES):
                         self._send_pending()
         except Exception:  # noqa: BLE001 - a dead router must say so; children then block on full pipes
@@ -302,6 +307,7 @@ class Router:
                 data = data[:at]
                 break
             self._emit(stream, data[:at])
+            self._release_partial(stream)  # the worker flushed before the marker: it was the old job's
             (job,) = _output.MARK_JOB.unpack_from(data, at + len(token))
             with self._routes_lock:
                 stream.route = self._job_routes.get(job) or stream.route
@@ -316,9 +322,45 @@ class Router:
         self._emit(stream, data)
 
     def _emit(self, stream: _Stream, data: bytes, final: bool = False) -> None:
+        """Decode; whole lines join the pending batch, an unfinished line waits for its end.
+
+        Several workers usually print into one cell: batching whole lines keeps their lines
+        intact. An unfinished line is released anyway after ``BATCH_INTERVAL`` (a progress
+        line written piecewise), at a job marker, at end of file and by :meth:`sync`.
+        """
         text = stream.decoder.decode(data, final)
         if not text:
             return
+        cut = text.rfind("\n") + 1
+        if not cut:
+            if not stream.partial:
+                stream.partial_since = monotonic()
+            stream.partial += text
+            return
+        whole, rest = stream.partial + text[:cut], text[cut:]
+        stream.partial = rest
+        if rest:
+            stream.partial_since = monotonic()
+        self._add(stream, whole)
+
+    def _release_partial(self, stream: _Stream) -> None:
+        if stream.partial:
+            text, stream.partial = stream.partial, ""
+            self._add(stream, text)
+
+    def _release_old_partials(self, now: float) -> float | None:
+        """Release unfinished lines older than BATCH_INTERVAL; when the next one falls due."""
+        due = None
+        for stream in self._streams.values():
+            if stream.partial:
+                at = stream.partial_since + BATCH_INTERVAL
+                if at <= now:
+                    self._release_partial(stream)
+                elif due is None or at < due:
+                    due = at
+        return due
+
+    def _add(self, stream: _Stream, text: str) -> None:
         parent = stream.route
         msg_id = parent.get("header", {}).get("msg_id", "")
         key = (msg_id, stream.name)
@@ -335,6 +377,7 @@ class Router:
         """End of file: every process holding this pipe's write end has exited (or closed it)."""
         held, stream.held = stream.held, b""
         self._emit(stream, held, final=True)
+        self._release_partial(stream)
         stream.eof = True
 
     def _send_pending(self) -> None:
