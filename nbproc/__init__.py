@@ -15,8 +15,9 @@ import sys as _sys
 from typing import Any as _Any
 
 # process: always loaded, as multiprocessing.process is (code reads nbproc.process._dangling);
-# _output: registers the output-forwarding set-up hook (a no-op outside a Jupyter kernel).
-from . import _output, process  # noqa: F401
+# _output: registers the output-forwarding set-up hook (a no-op outside a Jupyter kernel);
+# config: the user's switches (nbproc.config.forward_output).
+from . import _output, config, process  # noqa: F401
 from . import context as _context
 from .exceptions import SerializationError
 from .serialization import get_serializer, set_serializer

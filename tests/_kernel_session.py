@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
 import threading
 import time
 from typing import Any
@@ -28,11 +29,13 @@ READY_TIMEOUT = 60
 class KernelSession:
     """One kernel: ``execute`` a cell and wait for it, then inspect the iopub messages."""
 
-    def __init__(self, cwd: str, capture_fd_output: bool) -> None:
+    def __init__(self, cwd: str, capture_fd_output: bool, quiet: bool = False) -> None:
+        """``quiet``: the kernel's own stdout/stderr (its terminal) go to /dev/null."""
         env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
         self.km = KernelManager(kernel_name="python3")
+        terminal = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {}
         self.km.start_kernel(
-            cwd=cwd, env=env, extra_arguments=[f"--IPKernelApp.capture_fd_output={capture_fd_output}"]
+            cwd=cwd, env=env, extra_arguments=[f"--IPKernelApp.capture_fd_output={capture_fd_output}"], **terminal
         )
         self.kc = self.km.client()
         self.kc.start_channels()

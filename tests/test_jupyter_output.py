@@ -139,6 +139,25 @@ def test_flood_arrives_once_in_order_and_kernel_stays_responsive(kernel):
     assert responsive_after < 10, responsive_after
 
 
+def test_manager_server_output_goes_to_the_cell_that_started_it(kernel):
+    """A manager's server process is an nbproc child: what its methods print reaches the notebook
+    (routed to the cell that started the manager; a method call carries no cell of its own)."""
+    started = kernel.run(
+        "from nbproc.managers import BaseManager\n"
+        "class Talker:\n"
+        "    def say(self, text):\n"
+        "        print('server says', text)\n"
+        "        return len(text)\n"
+        "class TalkManager(BaseManager): pass\n"
+        "TalkManager.register('Talker', Talker)\n"
+        "manager = TalkManager(ctx=nbproc.get_context('spawn')); manager.start()"
+    )
+    kernel.run("print(manager.Talker().say('hello'))")
+    kernel.wait_for(lambda: "server says hello" in kernel.text(started, "stdout"), 10, "the server's output")
+    kernel.run("manager.shutdown()")
+    assert kernel.text(started, "stdout") == "server says hello\n"
+
+
 def test_forwarding_switch(kernel):
     """nbproc.config.forward_output = False: children keep the kernel's descriptors (stdlib behaviour)."""
     cell = kernel.run(

@@ -1,0 +1,135 @@
+"""Output forwarding outside a kernel (nothing changes) and the router's stream splitting.
+
+The behaviour in a notebook is tested through a real kernel in ``test_jupyter_output.py``.
+Here: outside a kernel a child writes to the inherited descriptors exactly as the stdlib's
+children do, and the router's parsing of a child's byte stream (job markers split across
+reads at any byte, unfinished lines, UTF-8 split across reads) is checked piece by piece with
+a recording stand-in for the kernel's session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+import nbproc
+from nbproc import _output
+from nbproc.jupyter import output
+
+
+def write_everything(tag):
+    print(f"{tag} print")
+    print(f"{tag} stderr", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(1, f"{tag} fd1\n".encode())
+    os.write(2, f"{tag} fd2\n".encode())
+
+
+def test_outside_a_kernel_children_write_to_inherited_fds(ctx, capfd):
+    assert _output.capture(ctx.get_start_method()) is None
+    p = ctx.Process(target=write_everything, args=("plain",))
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+    out, err = capfd.readouterr()
+    assert "plain print\n" in out and "plain fd1\n" in out
+    assert "plain stderr\n" in err and "plain fd2\n" in err
+
+
+def test_pool_task_hooks_do_nothing_outside_a_kernel(ctx, capfd):
+    with ctx.Pool(1) as pool:
+        assert pool.map(len, ["ab", "c"]) == [2, 1]
+        pool.apply(write_everything, ("pooled",))
+    out, err = capfd.readouterr()
+    assert "\x00" not in out + err  # no job marker leaked into a real stdout
+    assert "pooled fd1\n" in out and "pooled fd2\n" in err
+
+
+class RecordingSession:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, socket, msg_type, content, parent, ident):
+        self.sent.append((parent["header"]["msg_id"], content["name"], content["text"]))
+
+
+class FakeKernel:
+    """Just what the router uses: the current parent, a session and an iopub socket."""
+
+    def __init__(self):
+        self.session = RecordingSession()
+        self.iopub_socket = object()
+        self.parent = {"header": {"msg_id": "cell-0"}}
+
+    def get_parent(self, channel=None):
+        return self.parent
+
+
+@pytest.fixture
+def router():
+    kernel = FakeKernel()
+    r = output.Router(kernel)
+    yield r, kernel
+    r.close()
+
+
+def cell(msg_id):
+    return {"header": {"msg_id": msg_id}}
+
+
+def test_markers_split_anywhere_route_the_bytes_after_them(router):
+    r, kernel = router
+    kernel.parent = cell("cell-a")
+    r.note_job(41)
+    kernel.parent = cell("cell-b")
+    r.note_job(42)
+    mark = lambda job: r.token + _output.MARK_JOB.pack(job)  # noqa: E731
+    data = "é before\n".encode() + mark(41) + b"job 41 line\n" + mark(42) + "job 42 ü\nno end".encode()
+    for cut in range(1, len(data)):
+        kernel.session.sent.clear()
+        stream = output._Stream(-1, "stdout", 1, cell("start"))
+        with r._lock:
+            r._feed(stream, data[:cut])
+            r._feed(stream, data[cut:])
+            r._release_partial(stream)
+            r._send_pending()
+        assert kernel.session.sent == [
+            ("start", "stdout", "é before\n"),
+            ("cell-a", "stdout", "job 41 line\n"),
+            ("cell-b", "stdout", "job 42 ü\nno end"),
+        ], cut
+
+
+def test_unfinished_lines_of_two_workers_do_not_mix(router):
+    r, kernel = router
+    one = output._Stream(-1, "stdout", 1, cell("c"))
+    two = output._Stream(-2, "stdout", 2, cell("c"))
+    with r._lock:
+        r._feed(one, b"worker one ")
+        r._feed(two, b"worker two\n")
+        r._feed(one, b"done\n")
+        r._send_pending()
+    assert "".join(text for _, _, text in kernel.session.sent) == "worker two\nworker one done\n"
+
+
+def test_unknown_job_keeps_the_current_route(router):
+    r, kernel = router
+    stream = output._Stream(-1, "stderr", 1, cell("mine"))
+    with r._lock:
+        r._feed(stream, r.token + _output.MARK_JOB.pack(10**9) + b"still mine\n")
+        r._send_pending()
+    assert kernel.session.sent == [("mine", "stderr", "still mine\n")]
+
+
+def test_capture_obeys_the_switch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or type(sys)("ipykernel"))
+    calls = []
+    monkeypatch.setattr(output, "capture_route", lambda: calls.append(1) or "state")
+    monkeypatch.setattr(nbproc.config, "forward_output", False)
+    assert _output.capture("spawn") is None
+    monkeypatch.setattr(nbproc.config, "forward_output", True)
+    assert _output.capture("spawn") == "state"
+    assert calls == [1]
