@@ -31,6 +31,7 @@ its parent's pipes.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import struct
@@ -135,12 +136,20 @@ def apply(state: ForwardState) -> None:
     finally:
         os.close(out_r)
         os.close(err_r)
+    for stream in (sys.stdout, sys.stderr):
+        # What a spawned child printed before this point belongs to the inherited fds. Under
+        # fork the stream is the kernel's object, whose buffer holds the *parent's* unsent
+        # text: not flushed here, or the notebook would show it twice.
+        if isinstance(stream, io.TextIOWrapper):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.close(out_w)
     os.close(err_w)
-    # Fresh streams over the new fds. Under fork the inherited sys.stdout is the kernel's own
-    # stream object (its buffer may hold the parent's unsent text: dropped, never re-sent).
+    # Fresh streams over the new fds (under fork the inherited ones are the kernel's objects).
     # Line buffering: a print() reaches the cell as it happens, as in a terminal.
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="strict", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115

@@ -133,3 +133,13 @@ def test_capture_obeys_the_switch(monkeypatch):
     monkeypatch.setattr(nbproc.config, "forward_output", True)
     assert _output.capture("spawn") == "state"
     assert calls == [1]
+
+
+def test_send_stream_is_ordered_with_worker_output(router):
+    r, kernel = router
+    stream = output._Stream(-1, "stdout", 1, cell("c"))
+    with r._lock:
+        r._feed(stream, b"worker line\n")
+    r.send_stream("stdout", "header\n", cell("c"))
+    r.sync()
+    assert kernel.session.sent == [("c", "stdout", "worker line\nheader\n")]

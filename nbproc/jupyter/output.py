@@ -15,7 +15,8 @@ Data flow — who writes what where, on which thread::
     kernel: thread "nbproc-output" (Router._run) ----- reads pipes OUT, ERR as soon as readable
       registers the pipes under the route of their cell      (a full pipe would block the worker)
       splits the bytes at MARK(job): later bytes go to the cell that submitted job
-      decodes UTF-8, appends to the pending batch of (cell, stream)
+      decodes UTF-8, appends whole lines to the pending batch of (cell, stream); a worker's
+        unfinished line waits (at most BATCH_INTERVAL) so that two workers' lines never mix
       every BATCH_INTERVAL (or BATCH_BYTES): flushes the kernel's own sys.stdout/stderr (so a
       cell's earlier prints stay first), then session.send(iopub, "stream", parent=cell)
     kernel: thread in a blocking call (get/map/next/join) -> sync(): under the same lock,
@@ -24,8 +25,14 @@ Data flow — who writes what where, on which thread::
 ``iopub_socket`` hands each send to the kernel's IOPub thread, so sending from the reader thread
 or from a waiting thread is safe, and a message sent before ``execute_reply`` precedes the
 cell's ``idle`` status: headless runners (nbclient, nbval, papermill) record it. Output that
-arrives after the cell finished still carries that cell's ``parent_header``: JupyterLab and
-Notebook 7 show it under the old cell; nbclient has stopped listening by then.
+arrives after the cell finished still carries that cell's ``parent_header``: JupyterLab,
+Notebook 7 and VS Code show it under the old cell; nbclient (nbval, papermill) has stopped
+listening by then, so a saved notebook has it only if a blocking call waited for the work.
+
+Routes: a Process (and a manager's server) writes to the cell that started it; a pool
+worker to the cell that submitted the job of its current task (before its first task: the
+cell that created the pool). A manager method's output goes to the manager's cell, since a
+proxy call carries no cell of its own.
 
 The route is captured when work is *submitted* (``Process.start()``, a Pool job's creation),
 on the submitting thread, which is the way that works across ipykernel versions (the
@@ -42,7 +49,6 @@ from __future__ import annotations
 
 import atexit
 import codecs
-import errno
 import itertools
 import os
 import selectors
@@ -57,7 +63,7 @@ from typing import Any
 
 from .. import _output
 
-__all__ = ["Router", "router", "capture_route", "running_kernel", "current_parent", "sync"]
+__all__ = ["Router", "router", "capture_route", "running_kernel", "current_parent", "send_stream", "sync"]
 
 # Output is sent at most this long after it was read: often enough to feel live, rarely enough
 # that a chatty worker costs a few iopub messages per second, not one per line.
@@ -160,6 +166,7 @@ class Router:
         self._pending_bytes = 0
         self._deadline = 0.0
         self._closed = False
+        self._send_failed = False  # reported once
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._sock, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -189,6 +196,19 @@ class Router:
     def note_job(self, job: int) -> None:
         self._remember(self._job_routes, job, self.current_parent())
 
+    def send_stream(self, name: str, text: str, parent: _Parent | None) -> None:
+        """Queue ``text`` for a cell's stream ``name``, in order with the workers' output."""
+        stream = _Stream(-1, name, os.getpid(), parent if parent is not None else self.current_parent())
+        with self._lock:
+            self._add(stream, text)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # already awake
+
     def sync(self) -> None:
         """Send everything the children have written so far; returns when it is on iopub."""
         if self._closed or self.pid != os.getpid():
@@ -202,10 +222,7 @@ class Router:
             self._send_pending()
             wake = fresh or any(s.eof for s in self._streams.values())
         if wake:  # the reader thread owns the selector: it registers new pipes and closes ended ones
-            try:
-                os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # already awake
+            self._wake()
 
     # -- reader thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -281,9 +298,7 @@ class Router:
                 data = os.read(stream.fd, READ_SIZE)
             except BlockingIOError:
                 return
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    raise
+            except OSError:  # EIO, EBADF...: nothing more will come from this pipe
                 data = b""
             if not data:
                 self._end(stream)
@@ -394,13 +409,18 @@ class Router:
                 pass
         session, iopub = self._kernel.session, self._kernel.iopub_socket
         for (msg_id, name), texts in pending.items():
-            session.send(
-                iopub,
-                "stream",
-                {"name": name, "text": "".join(texts)},
-                parent=parents[msg_id],
-                ident=self._topics[name],
-            )
+            try:
+                session.send(
+                    iopub,
+                    "stream",
+                    {"name": name, "text": "".join(texts)},
+                    parent=parents[msg_id],
+                    ident=self._topics[name],
+                )
+            except Exception as exc:  # noqa: BLE001 - e.g. the kernel is shutting down: drop, keep draining
+                if not self._send_failed:
+                    self._send_failed = True
+                    print(f"nbproc: worker output could not be sent to the notebook: {exc!r}", file=sys.__stderr__)
 
     # -- shutdown ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -420,20 +440,34 @@ class Router:
 
 _router: Router | None = None
 _router_lock = threading.Lock()
+_router_failed_pid: int | None = None
 
 
 def router() -> Router | None:
-    """This kernel's router, started on first use; ``None`` outside a running kernel."""
-    global _router
+    """This kernel's router, started on first use; ``None`` outside a running kernel.
+
+    If it cannot start (no writable temporary directory, no Unix sockets), that is said once
+    as a warning and children keep the inherited descriptors: ``start()`` never fails for it.
+    """
+    global _router, _router_failed_pid
     current = _router
     if current is not None and current.pid == os.getpid():
         return current
     with _router_lock:
         if _router is None or _router.pid != os.getpid():
+            if _router_failed_pid == os.getpid():
+                return None
             kernel = running_kernel()
             if kernel is None:
                 return None
-            _router = Router(kernel)
+            try:
+                _router = Router(kernel)
+            except OSError as exc:
+                import warnings
+
+                _router_failed_pid = os.getpid()
+                warnings.warn(f"nbproc: worker output will not be forwarded to the notebook: {exc}", stacklevel=2)
+                return None
             _output.set_router(_router)
             atexit.register(_router.close)
         return _router
@@ -449,6 +483,16 @@ def current_parent() -> _Parent | None:
     """The parent message of the cell executing now (for callers that route their own output)."""
     current = router()
     return None if current is None else current.current_parent()
+
+
+def send_stream(name: str, text: str, parent: _Parent | None = None) -> bool:
+    """Show ``text`` on stream ``name`` ("stdout"/"stderr") of a cell (default: the current one),
+    in order with worker output (e.g. a header before a worker's lines). False outside a kernel."""
+    current = router()
+    if current is None:
+        return False
+    current.send_stream(name, text, parent)
+    return True
 
 
 def sync() -> None:
