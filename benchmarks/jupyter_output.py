@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/jupyter_output.py [repeat]``. Two figures, printed, never asserted:
 
 1. ``Pool(2).map`` of 20,000 trivial tasks (a cell-defined function, forkserver), timed inside
-   the kernel, with ``nbproc.config.forward_output`` on vs off (target: on/off <= 1.05x).
+   the kernel, with ``nbproc.config.forward_output`` on vs off (target: on/off <= 1.05x); also
+   with ``chunksize=1`` (per-task cost in the worker) and ``imap`` (a sync per result).
    Runs alternate between a pool created with forwarding on and one created with it off.
 2. A worker printing 100,000 short lines as fast as it can: lines per second reaching the
    client on iopub, from ``execute`` to the last line received, through nbproc's forwarding
@@ -39,7 +40,7 @@ nbproc.config.forward_output = {on}
 with nbproc.Pool(2) as pool:
     pool.map(inc, range(100))  # workers up and the function cached before timing
     t0 = time.perf_counter()
-    pool.map(inc, range({tasks}), chunksize={chunksize})
+    {call}
     print("elapsed", time.perf_counter() - t0)
 nbproc.config.forward_output = True
 """
@@ -51,11 +52,18 @@ nbproc.config.forward_output = True
 """
 
 
-def map_times(session: KernelSession, repeat: int, chunksize: int | None) -> dict[bool, list[float]]:
+CALLS = {
+    "map, default chunksize": f"pool.map(inc, range({TASKS}))",
+    "map, chunksize=1": f"pool.map(inc, range({TASKS}), chunksize=1)",
+    "imap, chunksize=1 (a sync per result)": f"for _ in pool.imap(inc, range({TASKS})): pass",
+}
+
+
+def map_times(session: KernelSession, repeat: int, call: str) -> dict[bool, list[float]]:
     times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(repeat):
         for on in (True, False):
-            cell = session.run(MAP.format(on=on, tasks=TASKS, chunksize=chunksize), timeout=300)
+            cell = session.run(MAP.format(on=on, call=call), timeout=300)
             times[on].append(float(session.text(cell, "stdout").split()[-1]))
     return times
 
@@ -83,7 +91,7 @@ def main() -> None:
         forwarding = KernelSession(cwd, capture_fd_output=False, quiet=True)
         try:
             forwarding.run(DEFINE)
-            times = {chunksize: map_times(forwarding, repeat, chunksize) for chunksize in (None, 1)}
+            times = {case: map_times(forwarding, repeat, call) for case, call in CALLS.items()}
             rates_on = [flood_rate(forwarding, True) for _ in range(3)]
         finally:
             forwarding.shutdown()
@@ -93,11 +101,11 @@ def main() -> None:
             rates_capture = [flood_rate(capturing, False) for _ in range(3)]
         finally:
             capturing.shutdown()
-    print(f"\n## Pool(2).map of {TASKS:,} trivial tasks in a kernel (median of {repeat}, forkserver)")
-    print("| chunksize | forwarding on (ms) | forwarding off (ms) | on/off |\n|---|---|---|---|")
-    for chunksize, result in times.items():
+    print(f"\n## Pool(2) running {TASKS:,} trivial tasks in a kernel (median of {repeat}, forkserver)")
+    print("| call | forwarding on (ms) | forwarding off (ms) | on/off |\n|---|---|---|---|")
+    for case, result in times.items():
         on, off = statistics.median(result[True]), statistics.median(result[False])
-        print(f"| {chunksize or 'default'} | {on * 1e3:.1f} | {off * 1e3:.1f} | {on / off:.3f}x |")
+        print(f"| {case} | {on * 1e3:.1f} | {off * 1e3:.1f} | {on / off:.3f}x |")
     fwd, cap = statistics.median(rates_on), statistics.median(rates_capture)
     print(f"\n## A worker printing {LINES:,} lines: lines/s reaching the client (median of 3)")
     print("| nbproc forwarding (capture off) | ipykernel fd capture (forwarding off) | ratio |\n|---|---|---|")

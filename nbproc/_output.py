@@ -104,7 +104,7 @@ def set_router(router: Any) -> None:
 def capture(start_method: str) -> ForwardState | None:
     """Parent, thread calling ``start()``: a route to the current cell, or ``None`` (no kernel,
     forwarding switched off, or this process is itself a forwarded child)."""
-    if forwarding or "ipykernel" not in sys.modules:
+    if forwarding or "ipykernel" not in sys.modules or not hasattr(socket, "send_fds"):
         return None
     from . import config
 

@@ -170,6 +170,9 @@ class Router:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._sock, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        # sync()'s view of the same descriptors (a selector is not shared between threads).
+        self._probe = selectors.DefaultSelector()
+        self._probe.register(self._sock, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="nbproc-output", daemon=True)
         self._thread.start()
 
@@ -213,15 +216,25 @@ class Router:
         """Send everything the children have written so far; returns when it is on iopub."""
         if self._closed or self.pid != os.getpid():
             return
+        wake = False
         with self._lock:
-            fresh = self._take_registrations()
-            for stream in list(self._streams.values()):
-                if not stream.eof:
-                    self._read(stream, SYNC_READ_LIMIT)
+            # One non-blocking poll says which pipes (and the registration socket) have data:
+            # a sync per imap result then costs one system call when the workers are quiet.
+            # A second round reads the pipes of children registered in the first.
+            for _ in range(2):
+                ready = self._probe.select(0)
+                for key, _ in ready:
+                    if key.data is None:
+                        wake = self._take_registrations() or wake
+                    elif not key.data.eof:
+                        self._read(key.data, SYNC_READ_LIMIT)
+                        wake = wake or key.data.eof
+                if not wake:
+                    break
+            for stream in self._streams.values():
                 self._release_partial(stream)
             self._send_pending()
-            wake = fresh or any(s.eof for s in self._streams.values())
-        if wake:  # the reader thread owns the selector: it registers new pipes and closes ended ones
+        if wake:  # the reader thread owns its selector: it registers new pipes and closes ended ones
             self._wake()
 
     # -- reader thread ---------------------------------------------------------------------
@@ -264,6 +277,7 @@ class Router:
             if stream.eof:
                 if stream.registered:
                     self._selector.unregister(stream.fd)
+                self._probe.unregister(stream.fd)
                 os.close(stream.fd)
                 del self._streams[stream.fd]
             elif not stream.registered:
@@ -288,7 +302,8 @@ class Router:
                 route = self._process_routes.pop(route_key, None) or self._latest
             for fd, name in zip(fds, ("stdout", "stderr"), strict=True):
                 os.set_blocking(fd, False)
-                self._streams[fd] = _Stream(fd, name, pid, route)
+                stream = self._streams[fd] = _Stream(fd, name, pid, route)
+                self._probe.register(fd, selectors.EVENT_READ, stream)
             got = True
 
     def _read(self, stream: _Stream, limit: int) -> None:
@@ -436,6 +451,16 @@ class Router:
         if self._thread is not threading.current_thread():
             self._thread.join(1.0)
         shutil.rmtree(self._dir, ignore_errors=True)
+        if not self._thread.is_alive():
+            with self._lock:
+                for stream in self._streams.values():
+                    os.close(stream.fd)
+                self._streams.clear()
+                self._selector.close()
+                self._probe.close()
+                self._sock.close()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
 
 _router: Router | None = None
