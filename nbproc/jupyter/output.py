@@ -57,6 +57,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from time import monotonic
 from typing import Any
@@ -79,6 +80,9 @@ SYNC_READ_LIMIT = 4 * 1024 * 1024
 # recent cell: bounded memory for kernels that submit millions of jobs, at the price of
 # misrouting output of a job whose tasks start after this many newer jobs were created.
 MAX_ROUTES = 16384
+# After an unexpected error the reader pauses this long before going on: no busy loop on a
+# persistent fault, short enough that writing children barely notice.
+ERROR_PAUSE = 0.1
 # Datagram receive buffer: one registration is REGISTRATION.size bytes.
 _DGRAM_SIZE = 64
 
@@ -111,11 +115,8 @@ def running_kernel() -> Any:
 
 
 def _parent_of(kernel: Any) -> _Parent:
-    try:
-        parent = kernel.get_parent("shell")
-    except TypeError:  # ipykernel < 6 took no channel
-        parent = kernel.get_parent()
-    return parent or {}
+    """The shell request being handled (ipykernel >= 6; 7.x falls back to the latest on threads)."""
+    return kernel.get_parent("shell") or {}
 
 
 class _Stream:
@@ -239,30 +240,39 @@ class Router:
 
     # -- reader thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            partial_due: float | None = None
-            while not self._closed:
-                due = [t for t in (self._deadline if self._pending else None, partial_due) if t is not None]
-                ready = self._selector.select(max(min(due) - monotonic(), 0.0) if due else None)
-                with self._lock:
-                    for key, _ in ready:
-                        if key.fileobj is self._sock:
-                            self._take_registrations()
-                        elif key.fd == self._wake_r:
-                            self._drain_wake()
-                        else:
-                            stream = key.data
-                            if not stream.eof:
-                                self._read(stream, READ_SIZE)
-                    self._maintain_selector()
-                    partial_due = self._release_old_partials(monotonic())
-                    if self._pending and (monotonic() >= self._deadline or self._pending_bytes >= BATCH_BYTES):
-                        self._send_pending()
-        except Exception:  # noqa: BLE001 - a dead router must say so; children then block on full pipes
-            import traceback
+        partial_due: float | None = None
+        failed = False
+        while not self._closed:
+            try:
+                partial_due = self._step(partial_due)
+            except Exception:  # noqa: BLE001 - keep draining: a router that stops would block every child
+                if not failed:  # said once; a persistent fault must not flood the terminal
+                    failed = True
+                    import traceback
 
-            print("nbproc: the output router stopped:", file=sys.__stderr__)
-            traceback.print_exc(file=sys.__stderr__)
+                    print("nbproc: error in the output router (output may be lost):", file=sys.__stderr__)
+                    traceback.print_exc(file=sys.__stderr__)
+                time.sleep(ERROR_PAUSE)
+
+    def _step(self, partial_due: float | None) -> float | None:
+        """Wait for data or a deadline, read what is ready, send what is due; the next partial-line deadline."""
+        due = [t for t in (self._deadline if self._pending else None, partial_due) if t is not None]
+        ready = self._selector.select(max(min(due) - monotonic(), 0.0) if due else None)
+        with self._lock:
+            for key, _ in ready:
+                if key.fileobj is self._sock:
+                    self._take_registrations()
+                elif key.fd == self._wake_r:
+                    self._drain_wake()
+                else:
+                    stream = key.data
+                    if not stream.eof:
+                        self._read(stream, READ_SIZE)
+            self._maintain_selector()
+            partial_due = self._release_old_partials(monotonic())
+            if self._pending and (monotonic() >= self._deadline or self._pending_bytes >= BATCH_BYTES):
+                self._send_pending()
+        return partial_due
 
     def _drain_wake(self) -> None:
         try:
