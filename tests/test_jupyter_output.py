@@ -175,17 +175,19 @@ def test_forwarding_switch(kernel):
 
 
 def test_load_ext(kernel):
+    """%load_ext nbproc installs its parts (output: the router, started at once); %unload_ext works."""
     cell = kernel.run(
         textwrap.dedent(
             """
             %load_ext nbproc
-            import sys
-            print('IPython' in sys.modules)
+            import nbproc.jupyter
+            from nbproc.jupyter import output
+            print("nbproc.output" in nbproc.jupyter._parts, output.router() is not None)
             %unload_ext nbproc
             """
         )
     )
-    assert kernel.text(cell, "stdout") == "True\n"
+    assert kernel.text(cell, "stdout") == "True True\n"
 
 
 def test_no_line_twice_with_kernel_fd_capture_on(tmp_path):

@@ -143,3 +143,15 @@ def test_send_stream_is_ordered_with_worker_output(router):
     r.send_stream("stdout", "header\n", cell("c"))
     r.sync()
     assert kernel.session.sent == [("c", "stdout", "worker line\nheader\n")]
+
+
+def test_the_jupyter_layer_imports_nothing_heavy():
+    """nbproc.jupyter and its output router import neither IPython, ipykernel nor ipywidgets."""
+    import subprocess
+
+    probe = (
+        "import sys, nbproc, nbproc.jupyter, nbproc.jupyter.output; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipykernel', 'ipywidgets')])"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
