@@ -77,6 +77,9 @@ class ForwardState:
 forwarding = False
 _token = b""
 _last_job: int | None = None
+# (st_dev, st_ino) of the two pipes, to write markers only into them (a task may point fd 1
+# at a file of its own with os.dup2; a marker must not end up there).
+_pipes: dict[int, tuple[int, int]] = {}
 # The kernel-side router, once nbproc.jupyter.output started one in this process (else None).
 _router: Any = None
 
@@ -153,6 +156,9 @@ def apply(state: ForwardState) -> None:
     # Line buffering: a print() reaches the cell as it happens, as in a terminal.
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="strict", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    for fd in (1, 2):
+        st = os.fstat(fd)
+        _pipes[fd] = (st.st_dev, st.st_ino)
     forwarding, _token, _last_job = True, state.token, None
 
 
@@ -175,8 +181,13 @@ def task_started(job: int) -> None:
     _last_job = job
     _flush_std_streams()  # what an earlier job printed stays with that job
     mark = _token + MARK_JOB.pack(job)
-    os.write(1, mark)
-    os.write(2, mark)
+    for fd, pipe in _pipes.items():
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == pipe:
+                os.write(fd, mark)
+        except OSError:  # the task closed it: nothing to mark
+            pass
 
 
 def task_finished() -> None:

@@ -155,3 +155,49 @@ def test_the_jupyter_layer_imports_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def forwarding(monkeypatch, router):
+    """This test process acts as a kernel: children register with a router on a recording session."""
+    r, kernel = router
+    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or type(sys)("ipykernel"))
+    monkeypatch.setattr(output, "capture_route", r.capture_route)
+    monkeypatch.setattr(_output, "_router", r)
+    return r, kernel
+
+
+def shout(text):
+    print(text)
+    return text
+
+
+def point_stdout_at(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    sys.stdout.flush()
+    os.dup2(fd, 1)
+    os.close(fd)
+
+
+def received(kernel, name="stdout"):
+    return [(msg_id, text) for msg_id, stream, text in kernel.session.sent if stream == name]
+
+
+def test_pool_routes_follow_jobs_and_markers_stay_out_of_files(ctx, forwarding, tmp_path):
+    """End to end without a kernel, under each start method: the pool is made in cell A, tasks
+    are submitted from B and C; a task that points fd 1 at a file gets no marker in it."""
+    r, kernel = forwarding
+    kernel.parent = cell("A")
+    pool = ctx.Pool(1)
+    try:
+        kernel.parent = cell("B")
+        assert pool.map(shout, ["b1", "b2"], chunksize=1) == ["b1", "b2"]
+        kernel.parent = cell("C")
+        pool.apply(shout, ("c1",))
+        pool.apply(point_stdout_at, (str(tmp_path / "out"),))
+        kernel.parent = cell("D")
+        pool.apply(shout, ("into the file",))
+    finally:
+        pool.terminate()
+    assert received(kernel) == [("B", "b1\nb2\n"), ("C", "c1\n")]
+    assert (tmp_path / "out").read_bytes() == b"into the file\n"
