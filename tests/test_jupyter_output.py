@@ -48,7 +48,8 @@ def task(x):
 
 def late(delay, tag):
     time.sleep(delay)
-    print(tag, flush=True)
+    print(tag)  # no flush: forwarded children are line-buffered, as in a terminal
+    time.sleep(delay)
 
 def flood(n):
     for i in range(n):
@@ -112,10 +113,13 @@ def test_pool_output_goes_to_the_submitting_cell(kernel, start_method):
 
 
 def test_late_output_lands_in_the_cell_that_started_it(kernel):
-    """A Process printing 2 s after its cell finished, while another cell runs: the old cell gets it."""
+    """A Process printing 2 s after its cell finished, while another cell runs: the old cell gets it
+    (at once: the child is still running, and its print() was not flushed by hand)."""
     early = kernel.run("p = nbproc.Process(target=late, args=(2, 'late line')); p.start()")
     running = kernel.start("time.sleep(3.5); print('second cell')")
     kernel.wait_idle(running, 60)
+    # Arrived while the second cell ran, from a child still alive (sleeping): not an exit flush.
+    assert kernel.text(early, "stdout") == "late line\n"
     kernel.run("p.join()")
     assert kernel.text(early, "stdout") == "late line\n"
     assert kernel.text(running, "stdout") == "second cell\n"
