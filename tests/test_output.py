@@ -183,6 +183,8 @@ def received(kernel, name="stdout"):
     return [(msg_id, text) for msg_id, stream, text in kernel.session.sent if stream == name]
 
 
+# The router's thread runs in this process, as it does in a kernel (where fork warns the same way).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_pool_routes_follow_jobs_and_markers_stay_out_of_files(ctx, forwarding, tmp_path):
     """End to end without a kernel, under each start method: the pool is made in cell A, tasks
     are submitted from B and C; a task that points fd 1 at a file gets no marker in it."""
