@@ -203,3 +203,33 @@ def test_pool_routes_follow_jobs_and_markers_stay_out_of_files(ctx, forwarding, 
         pool.terminate()
     assert received(kernel) == [("B", "b1\nb2\n"), ("C", "c1\n")]
     assert (tmp_path / "out").read_bytes() == b"into the file\n"
+
+
+def register_fake_child(r, route_key):
+    """What nbproc._output.apply does in a child, done here: the write ends of two new pipes."""
+    import socket
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(r.address)
+        socket.send_fds(sock, [_output.REGISTRATION.pack(route_key, os.getpid())], [out_r, err_r])
+    os.close(out_r)
+    os.close(err_r)
+    return out_w, err_w
+
+
+def test_sync_delivers_output_of_children_that_just_registered(router):
+    """Whether the reader thread or sync() sees a new child first, sync() returns after its output went out."""
+    r, kernel = router
+    for i in range(20):
+        kernel.parent = cell(f"cell-{i}")
+        state = r.capture_route()
+        out_w, err_w = register_fake_child(r, state.route)
+        os.write(out_w, f"child {i}\n".encode())
+        os.write(err_w, b"partial")
+        os.close(out_w)
+        r.sync()
+        assert (f"cell-{i}", "stdout", f"child {i}\n") in kernel.session.sent, i
+        assert (f"cell-{i}", "stderr", "partial") in kernel.session.sent, i
+        os.close(err_w)

@@ -80,6 +80,10 @@ SYNC_READ_LIMIT = 4 * 1024 * 1024
 # recent cell: bounded memory for kernels that submit millions of jobs, at the price of
 # misrouting output of a job whose tasks start after this many newer jobs were created.
 MAX_ROUTES = 16384
+# How long sync() waits for the reader thread to drain (it may wait on the kernel's IOPub
+# thread): long enough for a loaded machine, short enough that a stuck kernel cannot hang a
+# blocking call — the output then arrives later, to the same cell.
+DRAIN_WAIT = 5.0
 # After an unexpected error the reader pauses this long before going on: no busy loop on a
 # persistent fault, short enough that writing children barely notice.
 ERROR_PAUSE = 0.1
@@ -156,6 +160,8 @@ class Router:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._lock = threading.Lock()  # streams, pending batches; held by the reader or a sync()
+        self._drained = threading.Condition(self._lock)  # the reader finished a drain a sync() asked for
+        self._drain_requested = False
         self._routes_lock = threading.Lock()  # the route tables, written by submitting threads
         self._route_keys = itertools.count(1)
         self._process_routes: OrderedDict[int, _Parent] = OrderedDict()
@@ -214,29 +220,54 @@ class Router:
             pass  # already awake
 
     def sync(self) -> None:
-        """Send everything the children have written so far; returns when it is on iopub."""
+        """Send everything the children have written so far; returns when it is on iopub.
+
+        Runs on the caller's thread while only known pipes have data (one poll, then reads:
+        cheap enough for every ``imap`` result). When children have registered meanwhile, the
+        reader thread takes them in and drains everything while the caller waits: it is never
+        interrupted, so a KeyboardInterrupt in the caller cannot lose a child's pipe (whose
+        writer would then block forever on a full pipe); at worst it loses some text. The wait
+        is bounded by ``DRAIN_WAIT``.
+        """
         if self._closed or self.pid != os.getpid():
             return
-        wake = False
+        ended = False
         with self._lock:
-            # One non-blocking poll says which pipes (and the registration socket) have data:
-            # a sync per imap result then costs one system call when the workers are quiet.
-            # A second round reads the pipes of children registered in the first.
-            for _ in range(2):
-                ready = self._probe.select(0)
-                for key, _ in ready:
-                    if key.data is None:
-                        wake = self._take_registrations() or wake
-                    elif not key.data.eof:
-                        self._read(key.data, SYNC_READ_LIMIT)
-                        wake = wake or key.data.eof
-                if not wake:
-                    break
+            ready = self._probe.select(0)
+            if any(key.data is None for key, _ in ready):
+                self._drain_by_reader()
+                return
+            for key, _ in ready:
+                if not key.data.eof:
+                    self._read(key.data, SYNC_READ_LIMIT)
+                    ended = ended or key.data.eof
             for stream in self._streams.values():
                 self._release_partial(stream)
             self._send_pending()
-        if wake:  # the reader thread owns its selector: it registers new pipes and closes ended ones
+        if ended:  # the reader thread owns its selector: it closes ended pipes
             self._wake()
+
+    def _drain_by_reader(self) -> None:
+        """Lock held: have the reader thread register new children and drain every pipe."""
+        self._drain_requested = True
+        self._wake()
+        deadline = monotonic() + DRAIN_WAIT
+        while self._drain_requested and self._thread.is_alive():
+            left = deadline - monotonic()
+            if left <= 0:
+                return  # a stuck kernel (IOPub thread): the output comes later rather than never
+            self._drained.wait(left)
+
+    def _drain_all(self) -> None:
+        """Reader thread, lock held: everything written so far goes out now."""
+        self._take_registrations()
+        for stream in self._streams.values():
+            if not stream.eof:
+                self._read(stream, SYNC_READ_LIMIT)
+            self._release_partial(stream)
+        self._send_pending()
+        self._drain_requested = False
+        self._drained.notify_all()
 
     # -- reader thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -268,6 +299,8 @@ class Router:
                     stream = key.data
                     if not stream.eof:
                         self._read(stream, READ_SIZE)
+            if self._drain_requested:
+                self._drain_all()
             self._maintain_selector()
             partial_due = self._release_old_partials(monotonic())
             if self._pending and (monotonic() >= self._deadline or self._pending_bytes >= BATCH_BYTES):
