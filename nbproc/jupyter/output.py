@@ -19,8 +19,10 @@ Data flow — who writes what where, on which thread::
         unfinished line waits (at most BATCH_INTERVAL) so that two workers' lines never mix
       every BATCH_INTERVAL (or BATCH_BYTES): flushes the kernel's own sys.stdout/stderr (so a
       cell's earlier prints stay first), then session.send(iopub, "stream", parent=cell)
-    kernel: thread in a blocking call (get/map/next/join) -> sync(): under the same lock,
-      takes pending registrations, reads every pipe until empty, sends the batches, returns.
+    kernel: thread in a blocking call (get/map/next/join) -> sync(), under the same lock:
+      one poll; reads the pipes that have data, sends the batches, returns. If new children
+      are waiting on the socket, the reader thread registers them and drains every pipe while
+      the caller waits (at most DRAIN_WAIT).
 
 ``iopub_socket`` hands each send to the kernel's IOPub thread, so sending from the reader thread
 or from a waiting thread is safe, and a message sent before ``execute_reply`` precedes the
