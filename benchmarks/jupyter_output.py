@@ -101,7 +101,7 @@ def main() -> None:
             rates_capture = [flood_rate(capturing, False) for _ in range(repeat)]
         finally:
             capturing.shutdown()
-    print(f"\n## Pool(2) running {TASKS:,} trivial tasks in a kernel (median of {repeat}, forkserver)")
+    print(f"\n## Pool(2) running {TASKS:,} trivial tasks in a kernel ({repeat} runs each, forkserver)")
     # The minimum is the run least disturbed by other load (a shared 2-core machine); the median
     # is shown beside it so that a noisy run is visible as such.
     print("| call | on (ms, min / median) | off (ms, min / median) | on/off (min) | on/off (median) |")
