@@ -14,8 +14,11 @@ from __future__ import annotations
 import sys as _sys
 from typing import Any as _Any
 
+# process: always loaded, as multiprocessing.process is (code reads nbproc.process._dangling);
+# _output: registers the output-forwarding set-up hook (a no-op outside a Jupyter kernel);
+# config: the user's switches (nbproc.config.forward_output).
+from . import _output, config, process  # noqa: F401
 from . import context as _context
-from . import process  # noqa: F401 - always loaded, as multiprocessing.process is (code reads nbproc.process._dangling)
 from .exceptions import SerializationError
 from .serialization import get_serializer, set_serializer
 
@@ -23,7 +26,8 @@ __version__ = "0.1.0"
 
 __all__ = [x for x in dir(_context._default_context) if not x.startswith("_")]
 globals().update((name, getattr(_context._default_context, name)) for name in __all__)
-__all__ += ["SerializationError", "set_serializer", "get_serializer", "load_ipython_extension"]
+__all__ += ["SerializationError", "set_serializer", "get_serializer"]
+__all__ += ["load_ipython_extension", "unload_ipython_extension"]
 
 from .exceptions import InitializerError, TaskCancelledError, WorkerLostError  # noqa: E402 - after the context names
 
@@ -42,3 +46,10 @@ def load_ipython_extension(ipython: _Any) -> None:
     from .jupyter import load_ipython_extension as _load
 
     _load(ipython)
+
+
+def unload_ipython_extension(ipython: _Any) -> None:
+    """``%unload_ext nbproc``: removes what ``%load_ext nbproc`` installed."""
+    from .jupyter import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import progress, remote_error
+from . import _output, progress, remote_error
 from .exceptions import InitializerError, MaybeEncodingError, TaskCancelledError, TimeoutError, WorkerLostError
 from .remote_error import RemoteErrorCarrier, RemoteTraceback
 
@@ -87,6 +87,7 @@ class _Job:
         self._lock = threading.Lock()  # a ThreadPool sets results from several threads at once
         self._submitted = self._done = self._failed = 0
         core.jobs[self._job] = self
+        _output.note_job(self._job)  # in a kernel: this job's worker output goes to the current cell
 
     # -- progress ------------------------------------------------------------------------
     def _emit(self, kind: str, items: int, finished: bool) -> None:
@@ -177,6 +178,8 @@ class ApplyResult(_Job):
         except KeyboardInterrupt:
             self._interrupted()
             raise
+        if self._event.is_set():
+            _output.sync()  # in a kernel: the tasks' output reaches the cell before this returns
 
     def get(self, timeout: float | None = None) -> Any:
         """Return the result, or raise the remote exception (with the worker's traceback as ``__cause__``).
@@ -413,6 +416,7 @@ class IMapIterator(_Job):
             self._interrupted()
             raise
         ok, value = item
+        _output.sync()  # in a kernel: this task's output reaches the cell before its result does
         if ok:
             return value
         raise value

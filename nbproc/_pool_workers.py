@@ -69,7 +69,7 @@ from multiprocessing.connection import wait as _wait_ready
 from time import monotonic
 from typing import Any
 
-from . import remote_error, serialization
+from . import _output, remote_error, serialization
 from ._pool_results import (
     InitializerError,
     MaybeEncodingError,
@@ -389,7 +389,9 @@ def worker_main(
         if tag == TAG_TASK:
             _, job, index, func_id, kind, nbuffers = task_header.unpack_from(frame)
             buffers = [reader.read_buffer() for _ in range(nbuffers)]
+            _output.task_started(job)  # in a kernel: route what this task writes to its job's cell
             ok, value = _run_task(functions, func_id, kind, frame[task_header.size :], buffers)
+            _output.task_finished()  # ... and have it all in the pipes before the result leaves
             del frame, buffers
             for frame_out in ResultMessage.encode(job, index, ok, value):
                 send_frame(out, frame_out)

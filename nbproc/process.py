@@ -294,6 +294,15 @@ class _NbprocProcess(BaseProcess):
         if not self.daemon:
             _register_exit_join()
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the child (see ``multiprocessing.Process.join``); once it has ended, what it
+        wrote is delivered to the notebook before this returns (:func:`nbproc._output.sync`)."""
+        super().join(timeout)
+        if self._popen is not None and self._popen.returncode is not None:
+            from . import _output
+
+            _output.sync()
+
     def _after_fork(self) -> None:  # type: ignore[override] - the stdlib's is a staticmethod, called on self
         setup = self.__dict__.pop("_nbproc_setup", None)
         method = setup.start_method if setup is not None else self._start_method
