@@ -163,11 +163,14 @@ def _stop_pools() -> None:
 def _join_user_processes(manager_processes: set[int]) -> None:
     for child in process.active_children():
         if not child.daemon and id(child) not in manager_processes:
+            util.info("calling join() for process %s", child.name)  # the stdlib's exit logs the same
             child.join()
 
 
 def _stop_daemons() -> None:
     daemons = [child for child in process.active_children() if child.daemon]
+    for child in daemons:
+        util.info("calling terminate() for daemon %s", child.name)  # as the stdlib's exit logs it
     _terminate_all(daemons, DAEMON_STOP_GRACE)
 
 
