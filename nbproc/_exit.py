@@ -27,7 +27,8 @@ the above, on the thread running the exit — the main thread)::
 
 The stdlib's exit then runs the remaining finalizers (queues, semaphore unlinks, temp dir)
 and finds no child left to join. Last of all (lowest priority), the resource tracker this
-process started is reaped once nothing can use it any more.
+process started is reaped once nothing can use it any more (waited for, never killed: it may
+still have leaked semaphores or shared memory to unlink for a process that outlived us).
 
 Interrupts: a KeyboardInterrupt (Ctrl-C sent to the process group, or to this process only)
 during any step would otherwise escape the stdlib's finalizer loop and skip the rest of its
@@ -39,6 +40,7 @@ stderr says so. The program then ends normally; nothing survives it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -219,12 +221,12 @@ def _stop_fork_server() -> None:
     alive_fd = getattr(server, "_forkserver_alive_fd", None)
     if pid is None or alive_fd is None:
         return
-    with server._lock:
+    with getattr(server, "_lock", None) or contextlib.nullcontext():
         server._forkserver_pid = None
         server._forkserver_alive_fd = None
         server._forkserver_address = None  # a later start (from a finalizer) gets a new server
         _close_quietly(alive_fd)
-    _reap(pid, HELPER_EXIT_GRACE)
+    _reap(pid, HELPER_EXIT_GRACE, kill=True)
 
 
 def _reap_resource_tracker() -> None:
@@ -243,12 +245,14 @@ def _reap_resource_tracker() -> None:
         done, _ = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return  # started by an ancestor: not ours to stop
-    with tracker._lock:
+    with getattr(tracker, "_lock", None) or contextlib.nullcontext():
         tracker._fd = None
         tracker._pid = None
         _close_quietly(fd)
     if not done:
-        _reap(pid, HELPER_EXIT_GRACE)
+        # Never killed: if something still holds its pipe (an orphaned grandchild), it must
+        # outlive us to unlink what was leaked; we only stop waiting for it.
+        _reap(pid, HELPER_EXIT_GRACE, kill=False)
 
 
 def _close_quietly(fd: int) -> None:
@@ -258,8 +262,8 @@ def _close_quietly(fd: int) -> None:
         pass
 
 
-def _reap(pid: int, grace: float) -> None:
-    """Wait up to ``grace`` seconds for our child ``pid`` to exit, then kill and reap it."""
+def _reap(pid: int, grace: float, *, kill: bool) -> None:
+    """Wait up to ``grace`` seconds for our child ``pid`` to exit; then, with ``kill``, kill and reap it."""
     deadline = time.monotonic() + grace
     while True:
         try:
@@ -271,6 +275,8 @@ def _reap(pid: int, grace: float) -> None:
         if time.monotonic() >= deadline:
             break
         time.sleep(_POLL)
+    if not kill:
+        return
     try:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
