@@ -75,22 +75,25 @@ HELPER_EXIT_GRACE = 2.0
 #: How often bounded waits on processes that are not our children (no sentinel) poll.
 _POLL = 0.01
 
-_installed_pid: int | None = None
+_installed: tuple[int, Any] | None = None  # (pid, the sequence's Finalize) once registered
 _install_lock = threading.Lock()
 
 
 def install() -> None:
-    """Register the exit sequence in this process (once; again in a forked child, whose
-    finalizer registry starts empty). Called whenever nbproc starts a child process."""
-    global _installed_pid
-    pid = os.getpid()
-    if _installed_pid == pid:
+    """Register the exit sequence in this process, once. Again in a forked child (whose
+    finalizer registry starts empty) and after the registry was run early (the stdlib's
+    ``_cleanup_tests``, used by test suites, runs every finalizer and empties it). Called
+    whenever nbproc starts a child process."""
+    global _installed
+    installed = _installed
+    if installed is not None and installed[0] == os.getpid() and installed[1].still_active():
         return
     with _install_lock:
-        if _installed_pid != pid:
-            util.Finalize(None, run, exitpriority=EXIT_SEQUENCE_PRIORITY)
+        installed = _installed
+        if installed is None or installed[0] != os.getpid() or not installed[1].still_active():
+            sequence = util.Finalize(None, run, exitpriority=EXIT_SEQUENCE_PRIORITY)
             util.Finalize(None, _reap_resource_tracker, exitpriority=TRACKER_REAP_PRIORITY)
-            _installed_pid = pid
+            _installed = (os.getpid(), sequence)
 
 
 def run() -> None:
