@@ -14,7 +14,8 @@ The sequence, run once per process by a finalizer of the highest priority (so, b
 the above, on the thread running the exit — the main thread)::
 
     1. pools never closed      idle workers get STOP (they flush stdio, run their finalizers,
-                               exit 0); busy ones are terminated, as the stdlib's exit does;
+                               exit 0); busy ones are terminated, as the stdlib's exit does —
+                               both done by each pool's own thread, which this one wakes;
                                whoever is left after POOL_STOP_GRACE is terminated, then killed
     2. user Processes          non-daemonic children that are not a manager's server are
                                joined, without a time limit (as the stdlib does), while their
@@ -33,9 +34,14 @@ still have leaked semaphores or shared memory to unlink for a process that outli
 Interrupts: a KeyboardInterrupt (Ctrl-C sent to the process group, or to this process only)
 during any step would otherwise escape the stdlib's finalizer loop and skip the rest of its
 exit, leaving servers and children running. Here it switches to the forced path: SIGINT is
-ignored from then on, every remaining child of any kind is terminated (killed after
+ignored while it runs, every remaining child of any kind is terminated (killed after
 FORCED_STOP_GRACE), the managers' finalizers and the fork server's stop run, and one line on
-stderr says so. The program then ends normally; nothing survives it.
+stderr says so. The rest of the exit then runs as usual (exit status unchanged); nothing
+survives the program.
+
+Known difference kept on purpose: a never-joined child that waits forever on a manager object
+(for a value nobody will set) keeps the exit waiting, as any never-ending child does in the
+stdlib; the stdlib, which shuts managers down first, would break its connection instead.
 """
 
 from __future__ import annotations
