@@ -81,29 +81,29 @@ HELPER_EXIT_GRACE = 2.0
 #: How often bounded waits on processes that are not our children (no sentinel) poll.
 _POLL = 0.01
 
-_installed: tuple[int, Any] | None = None  # (pid, the sequence's Finalize) once registered
+_installed_pid: int | None = None  # the process whose finalizer registry holds the sequence
 _install_lock = threading.Lock()
 
 
 def install() -> None:
     """Register the exit sequence in this process, once. Again in a forked child (whose
-    finalizer registry starts empty) and after the registry was run early (the stdlib's
-    ``_cleanup_tests``, used by test suites, runs every finalizer and empties it). Called
-    whenever nbproc starts a child process."""
-    global _installed
-    installed = _installed
-    if installed is not None and installed[0] == os.getpid() and installed[1].still_active():
+    finalizer registry starts empty) and after the sequence has run early (the stdlib's
+    ``_cleanup_tests``, used by test suites, runs every finalizer). Called whenever nbproc
+    starts a child process."""
+    global _installed_pid
+    if _installed_pid == os.getpid():
         return
     with _install_lock:
-        installed = _installed
-        if installed is None or installed[0] != os.getpid() or not installed[1].still_active():
-            sequence = util.Finalize(None, run, exitpriority=EXIT_SEQUENCE_PRIORITY)
+        if _installed_pid != os.getpid():
+            util.Finalize(None, run, exitpriority=EXIT_SEQUENCE_PRIORITY)
             util.Finalize(None, _reap_resource_tracker, exitpriority=TRACKER_REAP_PRIORITY)
-            _installed = (os.getpid(), sequence)
+            _installed_pid = os.getpid()
 
 
 def run() -> None:
     """The exit sequence (see the module docstring); never raises."""
+    global _installed_pid
+    _installed_pid = None  # run: the next child started (if any) registers it again
     try:
         _stop_pools()
         managers = _manager_finalizers()
