@@ -66,9 +66,11 @@ EXIT_SEQUENCE_PRIORITY = 1000
 TRACKER_REAP_PRIORITY = -1000
 
 #: Seconds a stopped pool worker gets to exit on its own (flush its output, run its finalizers)
-#: before it is terminated. Exiting takes a few ms; the bound only matters for a worker whose
-#: output pipe nobody reads or whose finalizer blocks, and it adds that much to such an exit.
-POOL_STOP_GRACE = 1.0
+#: before it is terminated. Exiting takes a few ms, but a worker still starting up (a spawned
+#: interpreter, its initializer) only reads STOP once ready, which takes a second or more on a
+#: loaded machine. The bound only costs time for a worker that does not exit (a blocked
+#: finalizer, an output pipe nobody reads); busy workers are terminated at once regardless.
+POOL_STOP_GRACE = 3.0
 #: Seconds a terminated daemonic child gets before SIGKILL. The stdlib waits forever here; a
 #: child that blocks SIGTERM would hang the exit. One second is ample for a default handler.
 DAEMON_STOP_GRACE = 1.0
