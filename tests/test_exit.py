@@ -21,17 +21,21 @@ from _scripts import finish, normalise, script, start, survivors
 START_METHODS = ["fork", "spawn", "forkserver"]
 
 # Shared by every program: with argv[2] == "hold", a child that outlives main() keeps the exit
-# busy, so a SIGINT sent after "exiting" lands while the exit sequence runs.
+# busy, and "exiting" is printed by a finalizer that runs just before nbproc's exit sequence (a
+# higher priority): a SIGINT sent after it lands while the sequence runs, however loaded the
+# machine is.
 PRELUDE = '''
+import functools
 import sys
 import time
 import multiprocessing
+from multiprocessing import util
 
 
 def hold_exit_if_asked():
     if sys.argv[2:] == ["hold"]:
         multiprocessing.Process(target=time.sleep, args=(60,), name="holder").start()
-        print("exiting", file=sys.stderr, flush=True)
+        util.Finalize(None, functools.partial(print, "exiting", file=sys.stderr, flush=True), exitpriority=10**6)
 '''
 
 MANAGER = (
@@ -268,7 +272,7 @@ def test_sigint_during_exit_ends_everything(tmp_path, scenario, target, start_me
     source = POOL if scenario == "pool" else SCENARIOS[scenario][0]
     run = start(script(tmp_path, source, "nbproc"), start_method, "hold")
     assert run.wait_for_stderr("exiting", SCRIPT_TIMEOUT), run.stderr_so_far()
-    time.sleep(0.3)  # main() has returned: the exit sequence now waits for the holder
+    time.sleep(0.1)  # the exit sequence now waits for the holder
     if target == "group":
         os.killpg(run.pid, signal.SIGINT)
     else:
