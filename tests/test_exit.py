@@ -153,6 +153,33 @@ if __name__ == "__main__":
 )
 POOL_OUT = sorted(["initializer ran"] * 2 + [f"task {i}" for i in range(6)] + ["[0, 1, 4, 9, 16, 25]"])
 
+# A never-closed pool with a task still running at exit: the busy worker is terminated, as the
+# stdlib's exit does (its initializer flushes its own line, which a terminated worker cannot);
+# the exit does not wait for the task.
+POOL_BUSY = (
+    PRELUDE
+    + '''
+
+def init():
+    print("initializer ran", flush=True)
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    pool = multiprocessing.Pool(2, initializer=init)
+    print(pool.map(nap, [0, 0], chunksize=1))
+    pool.apply_async(nap, (60,))
+    time.sleep(0.2)
+    hold_exit_if_asked()
+'''
+)
+POOL_BUSY_OUT = sorted(["initializer ran"] * 2 + ["[0, 0]"])
+
 ALL_AT_ONCE = (
     PRELUDE
     + '''
@@ -228,6 +255,7 @@ SCENARIOS = {
     "manager": (MANAGER, MANAGER_OUT, START_METHODS),
     "custom_manager": (CUSTOM_MANAGER, CUSTOM_MANAGER_OUT, START_METHODS),
     "lock_example": (LOCK_EXAMPLE, LOCK_EXAMPLE_OUT, ["fork"]),
+    "pool_busy_at_exit": (POOL_BUSY, POOL_BUSY_OUT, START_METHODS),
     "all_at_once": (ALL_AT_ONCE, ALL_AT_ONCE_OUT, []),  # the stdlib's pool/lock parts are lossy
 }
 
