@@ -103,17 +103,21 @@ def install() -> None:
 
 
 def run() -> None:
-    """The exit sequence (see the module docstring); never raises."""
+    """The exit sequence (see the module docstring); never raises.
+
+    A step that fails is reported on stderr (as the stdlib reports a failing finalizer) and the
+    next step still runs; a KeyboardInterrupt anywhere switches to :func:`_forced_stop`.
+    """
     global _installed_pid
     _installed_pid = None  # run: the next child started (if any) registers it again
     try:
-        _stop_pools()
+        _call_quietly(_stop_pools)
         managers = _manager_finalizers()
-        _join_user_processes({id(proc) for proc, _ in managers})
+        _call_quietly(_join_user_processes, {id(proc) for proc, _ in managers})
         for _, finalizer in managers:
             _call_quietly(finalizer)
-        _stop_daemons()
-        _stop_fork_server()
+        _call_quietly(_stop_daemons)
+        _call_quietly(_stop_fork_server)
     except KeyboardInterrupt:
         _forced_stop()
 
@@ -208,14 +212,17 @@ def _signal_quietly(send: Callable[[], None]) -> None:
         pass  # already gone, closed, or never started
 
 
-def _call_quietly(finalizer: Callable[[], Any]) -> None:
-    """Run a finalizer as the stdlib's loop would: report its error and carry on."""
+def _call_quietly(step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Run a step or a finalizer as the stdlib's loop runs finalizers: report an error, carry on."""
     try:
-        finalizer()
+        step(*args, **kwargs)
     except Exception:  # noqa: BLE001 - one failing clean-up must not stop the others
-        import traceback
+        try:
+            import traceback
 
-        traceback.print_exc()
+            traceback.print_exc()
+        except Exception:  # noqa: BLE001 - stderr itself may be gone at exit
+            pass
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,14 +311,14 @@ def _forced_stop() -> None:
     """After a KeyboardInterrupt during the exit: stop every child now, uninterruptibly."""
     previous = _ignore_sigint()
     try:
-        print("nbproc: interrupted while exiting; stopping child processes", file=sys.stderr, flush=True)
+        _call_quietly(print, "nbproc: interrupted while exiting; stopping child processes", file=sys.stderr, flush=True)
         for core in _pool_cores():
-            core.terminate()
+            _call_quietly(core.terminate)
         managers = _manager_finalizers()
-        _terminate_all(process.active_children(), FORCED_STOP_GRACE)
+        _call_quietly(_terminate_all, process.active_children(), FORCED_STOP_GRACE)
         for _, finalizer in managers:  # servers are gone: this only records the shutdown
             _call_quietly(finalizer)
-        _stop_fork_server()
+        _call_quietly(_stop_fork_server)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
