@@ -533,6 +533,7 @@ class ProcessCore:
         self._func_ids = itertools.count()
         self._broken: BaseException | None = None
         self._stopping = False
+        self._retiring = False  # set at interpreter exit (nbproc._exit): the pool thread retires the workers
         self._shut_down = False
         self._terminate_inline = False
         self._selector = selectors.DefaultSelector()
@@ -634,6 +635,21 @@ class ProcessCore:
             self._thread.join()
         self._shutdown()
 
+    def retire_at_exit(self) -> None:
+        """At interpreter exit, for a pool never closed: let idle workers exit the orderly way.
+
+        The pool thread sends STOP to each idle worker (it then flushes its output and runs its
+        finalizers) and terminates the busy ones, as the stdlib's exit terminates a pool; queued
+        tasks are dropped. Returns at once; the caller bounds the wait with :meth:`join` and
+        escalates with :meth:`terminate` (see :mod:`nbproc._exit`).
+        """
+        with self._lock:
+            if self._shut_down or self.state == TERMINATE:
+                return
+            self.state = CLOSE
+            self._retiring = True
+        self._wake()
+
     def worker_pids(self) -> list[int]:
         return [slot.pid for slot in list(self._slots.values())]
 
@@ -725,6 +741,8 @@ class ProcessCore:
                     self._drain_wake()
             if self.state == TERMINATE:
                 return
+            if self._retiring:
+                self._retire()
             if self._cancel_requested:
                 self._stop_cancelled()
             if self._pending:
@@ -736,6 +754,20 @@ class ProcessCore:
                         self._send(slot, [STOP_FRAME])
                 if self._stopping and not self._slots:
                     return
+
+    def _retire(self) -> None:
+        """Pool thread, at exit (see :meth:`retire_at_exit`): STOP idle workers, terminate busy ones."""
+        with self._lock:
+            self._retiring = False
+            self._stopping = True  # no replacements from now on (state is CLOSE)
+            self._pending.clear()
+            self._cancelled.update(task.job for slot in self._slots.values() for task in slot.inflight)
+        for slot in list(self._slots.values()):
+            if slot.inflight or not self._send(slot, [STOP_FRAME]):
+                try:
+                    slot.process.terminate()
+                except (OSError, ValueError):
+                    pass
 
     def _all_done(self) -> bool:
         return not self._pending and self._feeders == 0 and not any(s.inflight for s in self._slots.values())

@@ -39,7 +39,6 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing import util
 from multiprocessing.process import (
     ORIGINAL_DIR,
     AuthenticationString,
@@ -51,6 +50,8 @@ from multiprocessing.process import (
     parent_process,
 )
 from typing import Any
+
+from . import _exit
 
 __all__ = [
     "BaseProcess",
@@ -248,30 +249,6 @@ register_setup_hook("nbproc.config", _capture_config, _apply_config)
 # Process classes
 # --------------------------------------------------------------------------------------------
 
-# At exit the stdlib runs the finalizers of priority >= 0 — among them unlinking named
-# semaphores (a Lock's, priority 0) and shutting managers down (0) — *before* it joins the
-# non-daemonic children. A spawn/forkserver child still unpickling its arguments then finds its
-# Lock gone (FileNotFoundError): the reference's Lock example (start ten processes, never join)
-# fails that way under the stdlib. nbproc joins non-daemonic children first, at this priority:
-# after queues were told to flush (priority 10), before those clean-ups. The stdlib joins
-# these children at exit anyway; only the order relative to its finalizers changes.
-_JOIN_CHILDREN_EXIT_PRIORITY = 5
-_exit_join_registered_pid: int | None = None
-
-
-def _join_non_daemonic_children() -> None:
-    for child in active_children():
-        if not child.daemon:
-            child.join()
-
-
-def _register_exit_join() -> None:
-    global _exit_join_registered_pid
-    if _exit_join_registered_pid != os.getpid():  # a forked child has an empty finalizer registry
-        _exit_join_registered_pid = os.getpid()
-        util.Finalize(None, _join_non_daemonic_children, exitpriority=_JOIN_CHILDREN_EXIT_PRIORITY)
-
-
 def _context_for(method: str | None) -> Any:
     from . import context
 
@@ -287,12 +264,11 @@ class _NbprocProcess(BaseProcess):
         """Start the child (see ``multiprocessing.Process.start``).
 
         The set-up hooks capture their state on this thread as the child is launched
-        (:func:`attached_setup`); at exit a non-daemonic child is joined before the parent's
-        semaphores are unlinked (``_JOIN_CHILDREN_EXIT_PRIORITY``).
+        (:func:`attached_setup`); at exit nbproc's exit sequence (:mod:`nbproc._exit`) stops
+        it, and every other kind of child, in a safe order.
         """
         super().start()
-        if not self.daemon:
-            _register_exit_join()
+        _exit.install()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the child (see ``multiprocessing.Process.join``); once it has ended, what it

@@ -23,6 +23,7 @@ import importlib
 import io
 import os
 import pickle
+import reprlib
 import sys
 import threading
 import types
@@ -133,11 +134,40 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_tag_main_classes_before_fork)
 
 
-class CloudPickler(cloudpickle.Pickler):
-    """cloudpickle plus the reducers for process-shared objects, and ``__main__`` functions
-    that share the loading process's ``__main__`` namespace (see :func:`_setstate_in_main`)."""
+_DYNAMIC_CODE_FILENAME = "<dynamic-code>"
 
-    dispatch_table = ChainMap(_registry, ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
+
+def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
+    """cloudpickle's code reduction, with the code's real file name kept.
+
+    cloudpickle 3 writes every by-value code object's ``co_filename`` as ``"<dynamic-code>"``
+    (for byte-identical payloads wherever a function was defined), so a spawn/forkserver
+    child's traceback through a script's ``__main__`` function showed that name and no source
+    line, where the stdlib (which re-imports the script) shows the file and the line. The name
+    is constant per function, so payloads stay deterministic with it kept.
+    """
+    reduced = _cloudpickle_code_reduce(code)
+    if not (isinstance(reduced, tuple) and len(reduced) == 2 and isinstance(reduced[1], tuple)):
+        return reduced  # a cloudpickle whose reduction we do not know: leave it alone
+    constructor, args = reduced
+    args = tuple(code.co_filename if arg == _DYNAMIC_CODE_FILENAME and type(arg) is str else arg for arg in args)
+    return constructor, args
+
+
+_cloudpickle_code_reduce = cloudpickle.Pickler.dispatch_table.get(types.CodeType)
+_own_reducers: dict[type, Callable[[Any], Any]] = (
+    {types.CodeType: _reduce_code_keeping_filename} if _cloudpickle_code_reduce is not None else {}
+)
+
+
+class CloudPickler(cloudpickle.Pickler):
+    """cloudpickle plus the reducers for process-shared objects, ``__main__`` functions that
+    share the loading process's ``__main__`` namespace (see :func:`_setstate_in_main`), and code
+    that keeps its file name (see :func:`_reduce_code_keeping_filename`)."""
+
+    dispatch_table = ChainMap(
+        _registry, ForkingPickler._extra_reducers, _own_reducers, cloudpickle.Pickler.dispatch_table
+    )
 
     def reducer_override(self, obj: Any) -> Any:
         # Called by the C pickler for every object that is not a builtin container or scalar:
@@ -362,26 +392,33 @@ def _try_dump(obj: Any) -> Exception | None:
 
 
 def _parts(obj: Any) -> Iterator[tuple[str, Any]]:
-    """The labelled components of ``obj`` that the pickler would visit."""
+    """The labelled components of ``obj`` that the pickler would visit.
+
+    Reads only what is there: a started Process has no ``_target``/``_args``/``_kwargs`` any
+    more (``start()`` deletes them), a closed one no popen, and proxies or user objects may
+    raise from any attribute; :func:`_safe_parts` stops the walk of an object that raises.
+    """
     if isinstance(obj, BaseProcess):
-        yield "Process target", obj._target
-        for i, arg in enumerate(getattr(obj, "_args", ())):
+        state = vars(obj)
+        if "_target" in state:
+            yield "Process target", state["_target"]
+        for i, arg in enumerate(state.get("_args", ())):
             yield f"argument {i + 1} of Process target", arg
-        for key, value in getattr(obj, "_kwargs", {}).items():
+        for key, value in dict(state.get("_kwargs", {})).items():
             yield f"keyword argument `{key}` of Process target", value
-        for attr, value in vars(obj).items():
+        for attr, value in list(state.items()):
             if attr not in ("_target", "_args", "_kwargs"):
-                yield f"attribute `{attr}` of `{type(obj).__name__}`", value
+                yield f"attribute `{attr}` of `{_type_name(obj)}`", value
     elif isinstance(obj, tuple | list):
         for i, item in enumerate(obj):
             yield f"item {i}", item
     elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield f"key {key!r}", key
-            yield f"value for key {key!r}", value
+        for key, value in list(obj.items()):
+            yield f"key {_short_repr(key)}", key
+            yield f"value for key {_short_repr(key)}", value
     elif isinstance(obj, set | frozenset):
         for item in obj:
-            yield f"element {item!r}", item
+            yield f"element {_short_repr(item)}", item
     elif callable(obj) and hasattr(obj, "__code__"):
         name = getattr(obj, "__qualname__", "?")
         code = obj.__code__
@@ -394,10 +431,34 @@ def _parts(obj: Any) -> Iterator[tuple[str, Any]]:
             if var in obj.__globals__:
                 yield f"global `{var}` of function `{name}`", obj.__globals__[var]
     elif not isinstance(obj, types.ModuleType) and _pickles_its_dict(obj):
-        state = getattr(obj, "__dict__", None)
+        state = object.__getattribute__(obj, "__dict__")  # not a class's ``__getattr__``
         if isinstance(state, dict):
-            for attr, value in state.items():
-                yield f"attribute `{attr}` of `{type(obj).__name__}`", value
+            for attr, value in list(state.items()):
+                yield f"attribute `{attr}` of `{_type_name(obj)}`", value
+
+
+def _safe_parts(obj: Any) -> Iterator[tuple[str, Any]]:
+    """:func:`_parts`, ending the walk of ``obj`` quietly if looking at it raises.
+
+    The explainer runs while an error is being reported: failing there would replace the
+    user's real error with one about nbproc's own inspection.
+    """
+    try:
+        yield from _parts(obj)
+    except Exception:  # noqa: BLE001 - whatever the object raised, the walk just stops here
+        return
+
+
+def _type_name(obj: Any) -> str:
+    return getattr(type(obj), "__name__", "?")
+
+
+def _short_repr(obj: Any) -> str:
+    """``repr`` for a label, bounded, and never raising (a ``__repr__`` may fail)."""
+    try:
+        return reprlib.repr(obj)
+    except Exception:  # noqa: BLE001 - any failing __repr__
+        return f"<{_type_name(obj)} object>"
 
 
 def _pickles_its_dict(obj: Any) -> bool:
@@ -415,7 +476,10 @@ def _pickles_its_dict(obj: Any) -> bool:
 
 
 def _describe(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails
+        return type(exc).__name__
 
 
 def _locate(obj: Any, depth: int, seen: set[int]) -> tuple[list[str], Exception] | None:
@@ -423,7 +487,7 @@ def _locate(obj: Any, depth: int, seen: set[int]) -> tuple[list[str], Exception]
     if depth > _MAX_DEPTH or id(obj) in seen:
         return None
     seen.add(id(obj))
-    for label, part in _parts(obj):
+    for label, part in _safe_parts(obj):
         exc = _try_dump(part)
         if exc is None:
             continue
@@ -436,13 +500,16 @@ def _locate(obj: Any, depth: int, seen: set[int]) -> tuple[list[str], Exception]
 
 
 def _explain(obj: Any, what: str | None, exc: Exception, path: list[str] | None = None) -> SerializationError:
-    found = _locate(obj, 0, set())
+    try:
+        found = _locate(obj, 0, set())
+    except Exception:  # noqa: BLE001 - the walk must never hide the real error (see _safe_parts)
+        found = None
     labels = ([what] if what else []) + list(path or [])
     if found is not None:
         inner_path, exc = found
         labels.extend(inner_path)
     if not labels:
-        labels = [f"object of type {type(obj).__name__}"]
+        labels = [f"object of type {_type_name(obj)}"]
     return _error_class(type(exc))(f"{': '.join(labels)}: {_describe(exc)}")
 
 

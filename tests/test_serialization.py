@@ -197,3 +197,141 @@ if __name__ == "__main__":
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.splitlines() == ["fork True 3", "spawn True 3", "forkserver True 3"], out.stderr
+
+
+# --- the explainer never fails on what it walks ----------------------------------------------
+
+
+class _Bag:
+    """An argument holding ``thing`` next to the real culprit, an unpicklable lock."""
+
+    def __init__(self, thing):
+        self.thing = thing
+        self.culprit = threading.Lock()
+
+
+class _RaisingAttributes:
+    def __getattr__(self, name):
+        raise RuntimeError(f"no {name} here")
+
+    @property
+    def prop(self):
+        raise RuntimeError("property")
+
+
+class _RaisingClass:
+    @property
+    def __class__(self):  # what isinstance() reads
+        raise RuntimeError("no class")
+
+
+class _RaisingRepr:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+    def __hash__(self):
+        return 1
+
+
+def _noop():
+    pass
+
+
+@pytest.fixture
+def zoo():
+    """Objects the explainer may meet next to the culprit: Processes started (alive and
+    finished) and closed, a manager and its proxies, objects whose attributes, class or repr raise."""
+    fork = nbproc.get_context("fork")
+    started = fork.Process(target=_noop)
+    started.start()
+    started.join()
+    closed = fork.Process(target=_noop)
+    closed.start()
+    closed.join()
+    closed.close()
+    alive = fork.Process(target=threading.Event().wait, args=(30,), daemon=True)
+    alive.start()
+    manager = fork.Manager()
+    animals = {
+        "finished Process": started,
+        "closed Process": closed,
+        "running Process": alive,
+        "manager": manager,
+        "dict proxy": manager.dict(a=1),
+        "list proxy": manager.list([1]),
+        "raising attributes": _RaisingAttributes(),
+        "raising class": _RaisingClass(),
+        "raising repr as a key": {_RaisingRepr(): threading.Lock()},
+        "raising repr in a set": {_RaisingRepr()},
+    }
+    yield animals
+    manager.shutdown()
+    alive.terminate()
+    alive.join()
+
+
+def test_the_explainer_never_fails_on_what_it_walks(zoo):
+    for name, animal in zoo.items():
+        for obj in (_Bag(animal), [animal, threading.Lock()], {"k": animal, "lock": threading.Lock()}):
+            with pytest.raises(serialization.SerializationError) as info:
+                serialization.dumps(obj, what="argument 1 of Process target")
+            message = str(info.value)
+            assert message.startswith("argument 1 of Process target: "), (name, message)
+            assert "AttributeError" not in repr(info.value), (name, message)
+
+
+def test_a_started_process_inside_an_argument_is_reported_not_crashed_on(zoo):
+    """The issue's case: an argument keeping a started Process (a manager's server)."""
+    bag = _Bag(zoo["finished Process"])
+    process = nbproc.get_context("spawn").Process(target=_noop, args=(bag,))
+    with pytest.raises(serialization.SerializationError) as info:
+        process.start()
+    # Started, it cannot travel (its popen holds a weakref): that is the first culprit met.
+    assert str(info.value).startswith(
+        "argument 1 of Process target: attribute `thing` of `_Bag`: attribute `_popen` of `ForkProcess`"
+    ), str(info.value)
+    del bag.thing  # the lock alone: named exactly
+    with pytest.raises(serialization.SerializationError, match=r"attribute `culprit` of `_Bag`: cannot pickle"):
+        nbproc.get_context("spawn").Process(target=_noop, args=(bag,)).start()
+
+
+# --- tracebacks of by-value __main__ functions keep their file ---------------------------------
+
+RAISES = '''
+import sys
+import multiprocessing
+
+
+def raises(x):
+    raise ValueError(f"boom {x}")
+
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    p = multiprocessing.Process(target=raises, args=(1,))
+    p.start()
+    p.join()
+    print("exitcode", p.exitcode)
+'''
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_child_traceback_shows_the_scripts_file_and_line(tmp_path, start_method):
+    from _scripts import finish, normalise, script, start
+
+    runs = {
+        module: start(script(tmp_path / module, RAISES, module), start_method)
+        for module in ("nbproc", "multiprocessing")
+    }
+    results = {module: finish(run, 60) for module, run in runs.items()}
+    mine = results["nbproc"]
+    path = tmp_path / "nbproc" / "program.py"
+    assert f'File "{path}", line 7, in raises\n    raise ValueError(f"boom {{x}}")\n' in mine.stderr, mine.stderr
+    assert "<dynamic-code>" not in mine.stderr
+
+    def tail(result, module):  # the frames from the script on, with the script's path made neutral
+        text = result.stderr.replace(str(tmp_path / module), "DIR")
+        return normalise(text[text.index('File "DIR/program.py"') :], sort=False)
+
+    assert tail(mine, "nbproc") == tail(results["multiprocessing"], "multiprocessing")
+    assert mine.stdout == results["multiprocessing"].stdout == "exitcode 1\n"
