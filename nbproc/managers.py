@@ -575,16 +575,13 @@ class BaseManager(_std.BaseManager):
         *,
         shutdown_timeout: float = 1.0,
     ) -> None:
-        if authkey is None:
-            authkey = current_process().authkey
-        self._address = address
-        self._authkey = AuthenticationString(authkey)
-        self._state = State()
-        self._state.value = State.INITIAL
-        self._serializer = serializer
-        self._Listener, self._Client = _transport(serializer)
-        self._ctx = ctx or context._default_context
-        self._shutdown_timeout = shutdown_timeout
+        transport = _transport(serializer)  # first: an unknown name is a clear ValueError
+        # The stdlib's __init__ sets the address, the key (current_process().authkey by default)
+        # and the INITIAL state. What it would take from its own module is replaced: a ctx of
+        # None would fix the *stdlib's* default start method, and its transports are its own.
+        super().__init__(address, authkey, serializer, ctx or context._default_context)
+        self._Listener, self._Client = transport
+        self._shutdown_timeout = shutdown_timeout  # the stdlib's __init__ has it from 3.11 only
         self._process: Any = None
 
     def _check_initial(self) -> None:
@@ -661,21 +658,23 @@ class BaseManager(_std.BaseManager):
         is garbage collected or the program exits). Waits at most ``shutdown_timeout`` seconds
         for each of the polite steps before the next, harder one.
         """
-        if process.is_alive():
+
+        def ask() -> None:
             util.info("sending shutdown message to manager")
             try:
                 _request_shutdown(_Client, address, authkey, shutdown_timeout)
-            except Exception:
-                pass  # already stopping, or unreachable: terminate() below takes over
-            process.join(timeout=shutdown_timeout)
-            if process.is_alive():
-                util.info("manager still alive; terminating it")
-                process.terminate()
-                process.join(timeout=shutdown_timeout)
-                if process.is_alive():
-                    util.info("manager still alive after terminate; killing it")
-                    process.kill()
-                    process.join()
+            except Exception:  # noqa: BLE001 - already stopping, or unreachable: the next step takes over
+                pass
+
+        # Each step is harder than the one before and runs only if the server outlived that
+        # one's grace period; nothing outlives SIGKILL, so its join has no limit.
+        for step, grace in ((ask, shutdown_timeout), (process.terminate, shutdown_timeout), (process.kill, None)):
+            if not process.is_alive():
+                break
+            if step is not ask:
+                util.info(f"manager still alive; calling {step.__name__}()")
+            step()
+            process.join(timeout=grace)
         state.value = State.SHUTDOWN
         BaseProxy._address_to_local.pop(address, None)
 
