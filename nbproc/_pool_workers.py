@@ -501,9 +501,6 @@ class ProcessCore:
             self._retiring = True
         self._wake()
 
-    def worker_pids(self) -> list[int]:
-        return [slot.pid for slot in list(self._slots.values())]
-
     def worker_processes(self) -> list[Any]:
         return [slot.process for slot in list(self._slots.values())]
 
