@@ -68,6 +68,7 @@ import weakref
 from collections import OrderedDict, deque
 from multiprocessing import parent_process
 from multiprocessing.connection import wait as _wait_ready
+from multiprocessing.process import BaseProcess
 from time import monotonic
 from typing import Any
 
@@ -345,6 +346,23 @@ class WorkerSlot:
         self.avg_time = FAST_TASK * 10  # task duration average; unknown counts as slow
 
 
+# Seconds a worker stopped with SIGTERM gets to exit before SIGKILL: it dies at once unless
+# its code blocks the signal, so waiting longer only delays the error that is propagating.
+_TERMINATE_GRACE = 2.0
+
+
+def _stop_unwatched(process: Any) -> None:
+    """Terminate and join a started worker the pool thread never watched (a failed pool start)."""
+    process.terminate()
+    if isinstance(process, BaseProcess):
+        process.join(_TERMINATE_GRACE)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    else:
+        process.join()  # a duck-typed context's process: only the calls the stdlib's Pool makes
+
+
 _WAKE, _RESULT, _DEATH = 0, 1, 2
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -393,8 +411,7 @@ class ProcessCore:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
         try:
-            for _ in range(processes):
-                self._start_worker()
+            self._start_workers(processes)
         except BaseException:
             self._shutdown()
             raise
@@ -536,11 +553,43 @@ class ProcessCore:
             fds.extend(fd for fd in (slot.fd, slot.wfd) if fd >= 0)
         return tuple(fds)
 
+    def _start_workers(self, count: int) -> None:
+        """Start the pool's first ``count`` workers, then watch them all.
+
+        Failure mode handled here: a start that raises (out of memory or processes, a context
+        whose ``Process`` fails). The workers started before it are stopped and joined before
+        the error propagates, so a pool that fails to build leaves no process behind. Watching
+        only after every start also means a duck-typed context's processes need nothing beyond
+        what the stdlib's Pool uses (``start``, ``terminate``, ``join``) until they all started.
+        """
+        launched: list[tuple[Any, Any, Any]] = []
+        try:
+            for _ in range(count):
+                held = [end.fileno() for _, task_w, result_r in launched for end in (task_w, result_r)]
+                launched.append(self._launch(held))
+        except BaseException:
+            for process, task_w, result_r in launched:
+                task_w.close()
+                result_r.close()
+                _stop_unwatched(process)
+            raise
+        for process, task_w, result_r in launched:
+            self._watch(process, task_w, result_r)
+
     def _start_worker(self) -> WorkerSlot:
+        """Start and watch one more worker (a replacement for one that ended)."""
+        return self._watch(*self._launch([]))
+
+    def _launch(self, unwatched_fds: list[int]) -> tuple[Any, Any, Any]:
+        """Start a worker process; returns it with the parent's ends of its task and result pipes.
+
+        ``unwatched_fds``: parent ends of workers launched but not yet watched, which a forked
+        worker must close as it closes the watched ones (see :meth:`_inherited_fds`).
+        """
         task_r, task_w = Pipe(duplex=False)
         result_r, result_w = Pipe(duplex=False)
         try:
-            inherited = self._inherited_fds(task_w.fileno(), result_r.fileno())
+            inherited = self._inherited_fds(task_w.fileno(), result_r.fileno(), *unwatched_fds)
             process = self._ctx.Process(
                 target=worker_main,
                 args=(task_r, result_w, self._initializer, self._initargs, self._maxtasks, inherited),
@@ -555,6 +604,10 @@ class ProcessCore:
         finally:
             task_r.close()
             result_w.close()
+        return process, task_w, result_r
+
+    def _watch(self, process: Any, task_w: Any, result_r: Any) -> WorkerSlot:
+        """Let the pool thread see the worker's results and its death (its sentinel)."""
         slot = WorkerSlot(process, task_w, result_r)
         self._slots[slot.pid] = slot
         self._selector.register(slot.fd, selectors.EVENT_READ, (_RESULT, slot))
