@@ -359,29 +359,34 @@ class BaseProxy(_std.BaseProxy):
         incref: bool = True,
         manager_owned: bool = False,
     ) -> None:
-        with BaseProxy._mutex:
-            tls_idset = BaseProxy._address_to_local.get(token.address)
-            if tls_idset is None:
-                tls_idset = util.ForkAwareLocal(), _std.ProcessLocalSet()
-                BaseProxy._address_to_local[token.address] = tls_idset
-        self._tls, self._idset = tls_idset
-        self._token = token
-        self._id = token.id
-        self._manager = manager
-        self._serializer = serializer
+        # The attribute names are the stdlib's: code written for its proxies reads them.
+        self._tls, self._idset = BaseProxy._per_address(token.address)
+        self._token, self._id = token, token.id
+        self._manager, self._serializer = manager, serializer
         self._Client = _transport(serializer).client
         # True for a proxy rebuilt inside its own manager's server (a proxy stored in a shared
         # object): the server keeps the referent alive, so such a proxy holds no reference.
         self._owned_by_manager = manager_owned
-        if authkey is not None:
-            self._authkey = AuthenticationString(authkey)
-        elif manager is not None:
-            self._authkey = manager._authkey
+        # The key to authenticate with: the one given, else the manager's, else this process's.
+        if authkey is None:
+            self._authkey = manager._authkey if manager is not None else current_process().authkey
         else:
-            self._authkey = current_process().authkey
+            self._authkey = AuthenticationString(authkey)
         if incref:
             self._incref()
         util.register_after_fork(self, BaseProxy._after_fork)
+
+    @staticmethod
+    def _per_address(address: Any) -> tuple[Any, Any]:
+        """What all proxies of one manager share in this process, made by the first of them.
+
+        ``(thread-local holding each thread's connection, set of the ids this process holds
+        references to)``; both are reset in a forked child, which owns neither.
+        """
+        with BaseProxy._mutex:
+            if address not in BaseProxy._address_to_local:
+                BaseProxy._address_to_local[address] = (util.ForkAwareLocal(), _std.ProcessLocalSet())
+            return BaseProxy._address_to_local[address]
 
     def _incref(self) -> None:
         """Take a reference on the referent in the server (one control connection)."""
