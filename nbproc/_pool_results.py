@@ -430,15 +430,15 @@ class IMapIterator(_Job):
             self._emit("done" if ok else "failed", nitems, finished)
 
     def _place(self, index: int, entry: tuple[bool, Any]) -> None:
-        if index == self._index:
-            self._chunks.append(entry)
+        """Release results in input order: one that arrives early waits in ``_unsorted`` until
+        every result before it has arrived, then they all become readable at once."""
+        self._unsorted[index] = entry
+        if index != self._index:
+            return
+        while self._index in self._unsorted:
+            self._chunks.append(self._unsorted.pop(self._index))
             self._index += 1
-            while self._index in self._unsorted:
-                self._chunks.append(self._unsorted.pop(self._index))
-                self._index += 1
-            self._cond.notify()
-        else:
-            self._unsorted[index] = entry
+        self._cond.notify()
 
     def _set_length(self, length: int, items: int) -> None:
         """The feeder read the whole input: ``length`` tasks holding ``items`` items."""
