@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import array
 import collections
+import contextlib
 import errno
 import math
 import os
@@ -667,10 +668,9 @@ class SimpleQueue:
     def put(self, obj: Any) -> None:
         """Serialize ``obj`` (``SerializationError`` names what failed) and write it to the pipe."""
         message = dump_frames(obj, what="SimpleQueue item")
-        if self._wlock is None:
+        # Without a write lock (a Windows message pipe, where each write is atomic) nothing
+        # needs guarding.
+        with self._wlock if self._wlock is not None else contextlib.nullcontext():
             self._writer._send_frames(message)
-        else:
-            with self._wlock:
-                self._writer._send_frames(message)
 
     __class_getitem__ = classmethod(types.GenericAlias)
