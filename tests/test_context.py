@@ -121,6 +121,9 @@ def test_star_import_exports_the_stdlibs_names_plus_nbprocs_additions():
     ours, theirs = {}, {}
     exec("from nbproc import *", ours)
     exec("from multiprocessing import *", theirs)
-    additions = {"SerializationError", "set_serializer", "get_serializer", "load_ipython_extension", "WorkerLostError"}
+    additions = {
+        *("SerializationError", "WorkerLostError", "InitializerError", "TaskCancelledError"),
+        *("set_serializer", "get_serializer", "load_ipython_extension"),
+    }
     assert set(ours) == set(theirs) | additions
     assert ours["Pool"].__func__ is nbproc.context.BaseContext.Pool  # nbproc's, bound to its default context
