@@ -140,6 +140,7 @@ MAX_SHORT_FRAME = 0x7FFFFFFF
 
 _HEADER = struct.Struct("!i")  # the stdlib's frame header: signed 32-bit length, -1 = 64-bit follows
 _LONG_HEADER = struct.Struct("!Q")
+_LONG_MARKER = _HEADER.pack(-1)  # the 4-byte header of a frame whose size follows in 8 bytes
 # 0xFF is not a pickle opcode, so an out-of-band header can never be mistaken for a pickle.
 _OOB_MAGIC = b"\xffNBPROC-OOB"
 _COUNT = struct.Struct("!I")
@@ -156,7 +157,7 @@ class TruncatedFrameError(EOFError, OSError):
 def frame_header(size: int) -> bytes:
     """The header written before a frame of ``size`` bytes (the stdlib's encoding)."""
     if size > MAX_SHORT_FRAME:
-        return _HEADER.pack(-1) + _LONG_HEADER.pack(size)
+        return _LONG_MARKER + _LONG_HEADER.pack(size)
     return _HEADER.pack(size)
 
 
@@ -509,11 +510,13 @@ class _HandshakeChannel:
         self._conn.send_bytes(buf, offset, size)
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        (size,) = _HEADER.unpack(self._read_exact(_HEADER.size, frame_started=False))
-        if size == -1:
-            (size,) = _LONG_HEADER.unpack(self._read_exact(_LONG_HEADER.size, frame_started=True))
-        if size < 0:
-            raise HandshakeMessageError(f"bad message length: {size}")
+        header = self._read_exact(_HEADER.size, frame_started=False)
+        if header == _LONG_MARKER:
+            header += self._read_exact(_LONG_HEADER.size, frame_started=True)
+        try:
+            size, _ = parse_header(header)  # type: ignore[misc] - complete by construction
+        except OSError as exc:  # a negative length
+            raise HandshakeMessageError(str(exc)) from None
         if maxlength is not None and size > maxlength:
             raise HandshakeMessageError(f"bad message length: {size} bytes, at most {maxlength} allowed")
         return self._read_exact(size, frame_started=True)
