@@ -185,18 +185,22 @@ def pack_frames(frames: list[Any]) -> list[Any]:
     Consecutive small frames are joined with their headers into one ``bytes`` (one wake-up of
     the reader); a large frame is preceded by its header and kept as a view, never copied.
     """
-    if len(frames) == 1 and isinstance(frames[0], bytes) and len(frames[0]) <= SMALL_FRAME:
-        return [_HEADER.pack(len(frames[0])) + frames[0]]  # the common case, without the loop
+    pack = _HEADER.pack
+    if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) <= SMALL_FRAME:
+        return [pack(len(frames[0])) + frames[0]]  # the common case, without the loop
     parts: list[Any] = []
     small: list[Any] = []
     for frame in frames:
+        if type(frame) is bytes and len(frame) <= SMALL_FRAME:  # the pool's hot path: tasks, results
+            small.append(pack(len(frame)))
+            small.append(frame)
+            continue
         view = frame if isinstance(frame, bytes) else memoryview(frame).cast("B")
-        size = len(view)
-        if size <= SMALL_FRAME:
-            small.append(_HEADER.pack(size))
+        if len(view) <= SMALL_FRAME:
+            small.append(pack(len(view)))
             small.append(view)
             continue
-        small.append(frame_header(size))
+        small.append(frame_header(len(view)))
         parts.append(b"".join(small))
         parts.append(view)
         small = []
@@ -207,7 +211,10 @@ def pack_frames(frames: list[Any]) -> list[Any]:
 
 def write_all(fd: int, data: Any) -> None:
     """Write all of ``data`` to ``fd`` (blocks while the peer has no room; raises what ``os.write`` raises)."""
-    view = memoryview(data)
+    done = os.write(fd, data)
+    if done == len(data):  # almost always: a pipe takes a small write whole
+        return
+    view = memoryview(data)[done:]
     while view:
         view = view[os.write(fd, view) :]
 
@@ -324,6 +331,8 @@ class FrameReader:
 
     def read(self) -> Any:
         """The next frame (bytes-like)."""
+        if not self._ahead:
+            return self._read_exactly()
         buf, pos = self._buf, self._pos
         if len(buf) - pos >= 4:  # fast path: a whole small frame already buffered
             (size,) = _HEADER.unpack_from(buf, pos)
@@ -331,54 +340,69 @@ class FrameReader:
             if 0 <= size and end <= len(buf):
                 self._pos = end
                 return memoryview(buf)[pos + 4 : end]
-        return self._read_slow()
+        return self._read_ahead()
 
     def read_buffer(self) -> Any:
         """The next frame as a writable buffer (out-of-band data, e.g. an array's memory)."""
         frame = self.read()
         return frame if isinstance(frame, bytearray) else bytearray(frame)
 
-    def _read_slow(self) -> Any:
-        data = self._buf[self._pos :]
-        self._buf, self._pos = b"", 0
-        header = parse_header(data)
-        while header is None:
-            data = self._more(data, 4 if len(data) < 4 else 12)
-            header = parse_header(data)
-        size, head = header
-        have = len(data) - head
-        if size >= OOB_THRESHOLD:
-            target = bytearray(size)  # writable, so arrays rebuilt on it are writable as the stdlib's are
-            part = memoryview(data)[head : head + size]
-            target[: len(part)] = part
-            if have > size:
-                self._buf, self._pos = data, head + size
-            _read_into(self.fd, memoryview(target)[len(part) :])
-            return target
-        if not self._ahead:  # nothing past the header has been read
+    def _read_exactly(self) -> Any:
+        """Exact mode: the header, then the body, and not a byte more."""
+        header = self._read_exact(_HEADER.size, started=False)
+        if header == _LONG_MARKER:
+            header += self._read_exact(_LONG_HEADER.size)
+        size, _ = parse_header(header)  # type: ignore[misc] - complete by construction
+        if size < OOB_THRESHOLD:
             return self._read_exact(size)
-        while len(data) < head + size:
-            data = self._more(data, head + size)
-        self._buf, self._pos = data, head + size
-        return memoryview(data)[head : head + size]
+        target = bytearray(size)  # writable, so arrays rebuilt on it are writable as the stdlib's are
+        _read_into(self.fd, memoryview(target))
+        return target
 
-    def _more(self, data: Any, need: int) -> Any:
-        """``data`` plus the next bytes read: at least one, up to ``need`` in all (or a chunk)."""
-        chunk = os.read(self.fd, READ_CHUNK if self._ahead else need - len(data))
-        if not chunk:
-            if data:
-                raise TruncatedFrameError("got end of file during message")
-            raise EOFError  # the peer closed between messages; bare, as the stdlib raises it
-        return data + chunk if data else chunk
-
-    def _read_exact(self, n: int) -> bytes:
+    def _read_exact(self, n: int, *, started: bool = True) -> bytes:
+        """``n`` bytes; ``started=False``: end of file before the first one is a clean EOFError."""
         data = os.read(self.fd, n) if n else b""
+        if len(data) == n:
+            return data
+        if not data and not started:
+            raise EOFError  # the peer closed between messages; bare, as the stdlib raises it
         while len(data) < n:  # a short read: rare, so the copies do not matter
             chunk = os.read(self.fd, n - len(data))
             if not chunk:
                 raise TruncatedFrameError("got end of file during message")
             data += chunk
         return data
+
+    def _read_ahead(self) -> Any:
+        """Read-ahead mode, when the buffer holds no complete small frame."""
+        data = self._buf[self._pos :]
+        self._buf, self._pos = b"", 0
+        header = parse_header(data)
+        while header is None:
+            data = self._more(data)
+            header = parse_header(data)
+        size, head = header
+        if size >= OOB_THRESHOLD:
+            target = bytearray(size)  # see _read_exactly
+            part = memoryview(data)[head : head + size]
+            target[: len(part)] = part
+            if len(data) - head > size:  # the chunk held the start of the next frame too
+                self._buf, self._pos = data, head + size
+            _read_into(self.fd, memoryview(target)[len(part) :])
+            return target
+        while len(data) < head + size:
+            data = self._more(data)
+        self._buf, self._pos = data, head + size
+        return memoryview(data)[head : head + size]
+
+    def _more(self, data: Any) -> Any:
+        """``data`` plus the next chunk read (at least one byte, at most :data:`READ_CHUNK`)."""
+        chunk = os.read(self.fd, READ_CHUNK)
+        if not chunk:
+            if data:
+                raise TruncatedFrameError("got end of file during message")
+            raise EOFError  # the peer closed between messages; bare, as the stdlib raises it
+        return data + chunk if data else chunk
 
 
 def _read_into(fd: int, view: memoryview) -> None:
