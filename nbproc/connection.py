@@ -59,6 +59,7 @@ from .exceptions import (
     HandshakeEOFError,
     HandshakeMessageError,
     HandshakeTimeoutError,
+    TruncatedFrameError,
 )
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "BufferTooShort",
     "HandshakeTimeoutError",
     "HandshakeEOFError",
+    "TruncatedFrameError",
     "HandshakeMessageError",
     "DEFAULT_HANDSHAKE_TIMEOUT",
 ]
@@ -144,14 +146,6 @@ _LONG_MARKER = _HEADER.pack(-1)  # the 4-byte header of a frame whose size follo
 # 0xFF is not a pickle opcode, so an out-of-band header can never be mistaken for a pickle.
 _OOB_MAGIC = b"\xffNBPROC-OOB"
 _COUNT = struct.Struct("!I")
-
-
-class TruncatedFrameError(EOFError, OSError):
-    """The stream ended in the middle of a frame (the writer died or closed mid-message).
-
-    An :class:`EOFError` (the peer is gone) and an :class:`OSError`, which is what the stdlib
-    raises here ("got end of file during message").
-    """
 
 
 def frame_header(size: int) -> bytes:
