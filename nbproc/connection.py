@@ -319,8 +319,11 @@ class FrameReader:
         self._pos = 0
 
     def has_frame(self) -> bool:
-        """Whether a complete frame is already buffered."""
-        header = parse_header(self._buf, self._pos)
+        """Whether a complete frame is already buffered (a malformed header: ``read`` raises)."""
+        try:
+            header = parse_header(self._buf, self._pos)
+        except OSError:
+            return True  # the next read() reports it, where the caller handles read errors
         return header is not None and sum(header) <= len(self._buf) - self._pos
 
     def read(self) -> Any:
