@@ -11,6 +11,7 @@ Importing nbproc imports neither IPython, ipywidgets nor dask.
 
 from __future__ import annotations
 
+import multiprocessing as _std_multiprocessing
 import sys as _sys
 from typing import Any as _Any
 
@@ -24,7 +25,10 @@ from .serialization import get_serializer, set_serializer
 
 __version__ = "0.1.0"
 
-__all__ = [x for x in dir(_context._default_context) if not x.startswith("_")]
+# ``from nbproc import *`` exports exactly the names ``from multiprocessing import *`` does —
+# the running stdlib's list, so a Python that adds one is noticed at once — each bound to
+# nbproc's default context, then nbproc's own additions.
+__all__ = list(_std_multiprocessing.__all__)
 globals().update((name, getattr(_context._default_context, name)) for name in __all__)
 __all__ += ["SerializationError", "set_serializer", "get_serializer"]
 __all__ += ["load_ipython_extension", "unload_ipython_extension"]

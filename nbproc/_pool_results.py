@@ -218,10 +218,7 @@ class ApplyResult(_Job):
         self._finish_registration()
         self._event.set()
         if progress.listening(self._core.listeners):
-            self._emit("done" if self._success else "failed", self._last_items(), True)
-
-    def _last_items(self) -> int:
-        return self._recent
+            self._emit("done" if self._success else "failed", self._recent, True)
 
     def _fail_job(self, exc: BaseException) -> None:
         """The whole call failed before any task ran (its function could not be serialized)."""
@@ -265,15 +262,15 @@ class MapResult(ApplyResult):
     ) -> None:
         super().__init__(core, callback, error_callback, label)
         self._total = length
-        self._success = True
-        self._value = [None] * length
         self._chunksize = chunksize
-        if chunksize <= 0:  # empty iterable: ready at once (the stdlib runs no callback here either)
-            self._number_left = 0
+        self._value = [None] * length  # filled chunk by chunk, in place
+        self._success = True
+        # Chunks still to come: ceil(length / chunksize). An empty input has none (the caller
+        # passes chunksize 0) and is ready at once; the stdlib runs no callback then either.
+        self._number_left = -(-length // chunksize) if chunksize > 0 else 0
+        if self._number_left == 0:
             self._finish_registration()
             self._event.set()
-        else:
-            self._number_left = length // chunksize + bool(length % chunksize)
 
     def _set(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
         with self._lock:
@@ -291,9 +288,6 @@ class MapResult(ApplyResult):
             self._complete()
         elif progress.listening(self._core.listeners):
             self._emit("done" if ok else "failed", nitems, False)
-
-    def _last_items(self) -> int:
-        return self._recent
 
 
 _NOTHING = object()
@@ -436,15 +430,15 @@ class IMapIterator(_Job):
             self._emit("done" if ok else "failed", nitems, finished)
 
     def _place(self, index: int, entry: tuple[bool, Any]) -> None:
-        if index == self._index:
-            self._chunks.append(entry)
+        """Release results in input order: one that arrives early waits in ``_unsorted`` until
+        every result before it has arrived, then they all become readable at once."""
+        self._unsorted[index] = entry
+        if index != self._index:
+            return
+        while self._index in self._unsorted:
+            self._chunks.append(self._unsorted.pop(self._index))
             self._index += 1
-            while self._index in self._unsorted:
-                self._chunks.append(self._unsorted.pop(self._index))
-                self._index += 1
-            self._cond.notify()
-        else:
-            self._unsorted[index] = entry
+        self._cond.notify()
 
     def _set_length(self, length: int, items: int) -> None:
         """The feeder read the whole input: ``length`` tasks holding ``items`` items."""

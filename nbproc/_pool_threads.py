@@ -137,9 +137,6 @@ class ThreadCore:
         for result in list(self.jobs.values()):
             result._abort(TaskCancelledError(error))
 
-    def worker_pids(self) -> list[int]:
-        return []
-
     def worker_processes(self) -> list[Any]:
         return list(self._threads)
 

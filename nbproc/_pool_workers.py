@@ -25,7 +25,9 @@ Functions travel once: the caller serializes the task function once per call (id
 are shared between calls), each worker caches it by id, and the pool thread sends the function
 frame to a worker only before the first task that needs it. Tasks carry only the id.
 
-Messages are frames of the stdlib's connection framing. The first byte is a tag; a
+Messages are frames written and read by :mod:`nbproc.connection`'s framing layer
+(``write_frames``, ``FrameReader`` in read-ahead mode on the raw pipe descriptors; the buffer
+policy is its ``OutOfBand``). The first byte is a tag; a
 ``struct`` header follows; then a pickle body; then ``nbuffers`` raw frames holding the
 out-of-band buffers (PEP 574) of large arrays, so a 16 MB array is neither copied into a
 pickle nor out of one:
@@ -66,6 +68,7 @@ import weakref
 from collections import OrderedDict, deque
 from multiprocessing import parent_process
 from multiprocessing.connection import wait as _wait_ready
+from multiprocessing.process import BaseProcess
 from time import monotonic
 from typing import Any
 
@@ -77,7 +80,7 @@ from ._pool_results import (
     WorkerLostError,
     attach_remote_traceback,
 )
-from .connection import OOB_THRESHOLD, Pipe
+from .connection import FrameReader, Pipe, dumps_with_buffers, write_frames
 
 __all__ = ["ProcessCore", "worker_main", "APPLY", "MAP", "STARMAP"]
 
@@ -108,9 +111,6 @@ RECENT_FUNCTION_MAX_BYTES = 1024 * 1024
 TAG_TASK, TAG_FUNCTION, TAG_FORGET, TAG_STOP = 1, 2, 3, 4
 TAG_READY, TAG_RESULT, TAG_INIT_FAILED = 11, 12, 13
 
-_FRAME_SIZE = struct.Struct("!i")
-_FRAME_SIZE_LONG = struct.Struct("!Q")
-
 
 class TaskMessage:
     """parent -> worker: call function ``func_id`` on ``args`` (one apply call or one chunk)."""
@@ -119,7 +119,7 @@ class TaskMessage:
 
     @classmethod
     def encode(cls, job: int, index: int, func_id: int, kind: int, args: Any, snapshot: bool) -> list[Any]:
-        body, buffers = _dumps_with_buffers(args, snapshot)
+        body, buffers = dumps_with_buffers(args, what=None, snapshot=snapshot)
         return [cls.HEADER.pack(TAG_TASK, job, index, func_id, kind, len(buffers)) + body, *buffers]
 
 
@@ -155,7 +155,7 @@ class ResultMessage:
     @classmethod
     def encode(cls, job: int, index: int, ok: bool, value: Any) -> list[Any]:
         try:
-            body, buffers = _dumps_with_buffers(value, False, what="pool task result")
+            body, buffers = dumps_with_buffers(value, what="pool task result")
         except Exception as exc:  # noqa: BLE001 - whatever the pickler raised, the parent must hear of it
             original = value.exc if isinstance(value, Failure) else value
             error = MaybeEncodingError.__new__(MaybeEncodingError)
@@ -184,153 +184,6 @@ class Failure:
 
     def rebuild(self) -> BaseException:
         return attach_remote_traceback(self.exc, self.tb)
-
-
-def _dumps_with_buffers(obj: Any, snapshot: bool, what: str | None = None) -> tuple[bytes, list[Any]]:
-    """Pickle ``obj``; contiguous buffers of at least OOB_THRESHOLD bytes are returned apart.
-
-    ``snapshot`` copies those buffers now: needed when the caller may modify its arrays before
-    the task is sent (``*_async``); a blocking call (``map``) sends them without a copy.
-    """
-    buffers: list[Any] = []
-
-    def out_of_band(buf: Any) -> bool:
-        try:
-            raw = buf.raw()
-        except BufferError:  # not contiguous: the pickler copies it in band
-            return True
-        if raw.nbytes < OOB_THRESHOLD:
-            return True
-        buffers.append(bytes(raw) if snapshot else raw)
-        return False
-
-    return serialization.dumps(obj, what=what, buffer_callback=out_of_band), buffers
-
-
-# --------------------------------------------------------------------------------------------
-# Frame I/O on raw descriptors: the stdlib's framing (4-byte big-endian length; -1 then 8 bytes
-# for frames over 2 GiB), read straight into one buffer so a large frame is copied only once.
-# --------------------------------------------------------------------------------------------
-
-
-def _read_into(fd: int, view: memoryview) -> None:
-    pos, size = 0, len(view)
-    while pos < size:
-        n = os.readv(fd, [view[pos:]])
-        if n == 0:
-            raise EOFError("pipe closed in the middle of a message")
-        pos += n
-
-
-class FrameReader:
-    """Reads frames from a pipe, several per system call when they are already waiting.
-
-    Small frames come back as views of the chunk they were read in (read-only); a frame
-    larger than a chunk is read straight into its own writable buffer, copied once.
-    """
-
-    CHUNK = 65536  # one read; a pipe holds 64 KiB, so this empties it
-    __slots__ = ("fd", "_buf", "_pos")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._buf = b""
-        self._pos = 0
-
-    def has_frame(self) -> bool:
-        """Whether a complete frame is already buffered (the selector will not report it)."""
-        avail = len(self._buf) - self._pos
-        if avail < 4:
-            return False
-        (size,) = _FRAME_SIZE.unpack_from(self._buf, self._pos)
-        return 0 <= size <= avail - 4
-
-    def read(self) -> memoryview:
-        """Next frame; blocks until it is complete, ``EOFError`` if the writer closed."""
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos >= 4:
-            (size,) = _FRAME_SIZE.unpack_from(buf, pos)
-            end = pos + 4 + size
-            if 0 <= size and end <= len(buf):
-                self._pos = end
-                return memoryview(buf)[pos + 4 : end]
-        return self._read_slow()
-
-    def read_buffer(self) -> memoryview:
-        """Next frame as a writable buffer (out-of-band data, e.g. an array's memory)."""
-        view = self.read()
-        return view if not view.readonly else memoryview(bytearray(view))
-
-    def _more(self, data: bytes) -> bytes:
-        chunk = os.read(self.fd, self.CHUNK)
-        if not chunk:
-            raise EOFError("pipe closed" + (" in the middle of a message" if data else ""))
-        return data + chunk if data else chunk
-
-    def _read_slow(self) -> memoryview:
-        data = self._buf[self._pos :]
-        self._buf, self._pos = b"", 0
-        while len(data) < 4:
-            data = self._more(data)
-        (size,) = _FRAME_SIZE.unpack_from(data)
-        head = 4
-        if size == -1:
-            while len(data) < 12:
-                data = self._more(data)
-            (size,) = _FRAME_SIZE_LONG.unpack_from(data, 4)
-            head = 12
-        if size > self.CHUNK:
-            target = bytearray(size)  # writable, so arrays rebuilt on it are writable as the stdlib's are
-            part = memoryview(data)[head : head + size]
-            target[: len(part)] = part
-            self._buf, self._pos = data, head + len(part)
-            if len(part) < size:
-                _read_into(self.fd, memoryview(target)[len(part) :])
-            return memoryview(target)
-        while len(data) < head + size:
-            data = self._more(data)
-        self._buf, self._pos = data, head + size
-        return memoryview(data)[head : head + size]
-
-
-def send_frames(fd: int, frames: list[Any]) -> None:
-    """Write several frames, small ones coalesced into one write (one wake-up of the reader)."""
-    if len(frames) == 1:
-        send_frame(fd, frames[0])
-        return
-    small: list[bytes] = []
-    for frame in frames:
-        if isinstance(frame, bytes) and len(frame) <= 16384:
-            small.append(_FRAME_SIZE.pack(len(frame)))
-            small.append(frame)
-            continue
-        if small:
-            _write_all(fd, b"".join(small))
-            small = []
-        send_frame(fd, frame)
-    if small:
-        _write_all(fd, b"".join(small))
-
-
-def send_frame(fd: int, data: Any) -> None:
-    """Write one frame (blocks until the peer has room for it)."""
-    view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
-    size = len(view)
-    if size <= 16384:  # one write for small frames: header and body together
-        _write_all(fd, _FRAME_SIZE.pack(size) + bytes(view))
-        return
-    if size > 0x7FFFFFFF:
-        _write_all(fd, _FRAME_SIZE.pack(-1) + _FRAME_SIZE_LONG.pack(size))
-    else:
-        _write_all(fd, _FRAME_SIZE.pack(size))
-    _write_all(fd, view)
-
-
-def _write_all(fd: int, data: Any) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,14 +222,14 @@ def worker_main(
         except OSError:
             pass
     _watch_parent()
-    reader, out = FrameReader(tasks.fileno()), results.fileno()
+    reader, out = FrameReader(tasks.fileno(), read_ahead=True), results.fileno()
     if initializer is not None:
         try:
             initializer(*initargs)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, then this worker ends
-            send_frame(out, bytes([TAG_INIT_FAILED]) + serialization.dumps(Failure.capture(exc)))
+            write_frames(out, [bytes([TAG_INIT_FAILED]) + serialization.dumps(Failure.capture(exc))])
             sys.exit(1)
-    send_frame(out, READY_FRAME)
+    write_frames(out, [READY_FRAME])
     functions: dict[int, Any] = {}
     done = 0
     task_header = TaskMessage.HEADER
@@ -393,8 +246,7 @@ def worker_main(
             ok, value = _run_task(functions, func_id, kind, frame[task_header.size :], buffers)
             _output.task_finished()  # ... and have it all in the pipes before the result leaves
             del frame, buffers
-            for frame_out in ResultMessage.encode(job, index, ok, value):
-                send_frame(out, frame_out)
+            write_frames(out, ResultMessage.encode(job, index, ok, value))
             del value
             done += 1
         elif tag == TAG_FUNCTION:
@@ -483,7 +335,7 @@ class WorkerSlot:
         self.results = results  # read end of the result pipe
         self.wfd: int = tasks.fileno()
         self.fd: int = results.fileno()  # -1 once the worker closed it
-        self.reader = FrameReader(self.fd)
+        self.reader = FrameReader(self.fd, read_ahead=True)
         self.sentinel: int = process.sentinel
         self.inflight: deque[Task] = deque()  # sent, result not back; [0] is the one running
         self.queued_bytes = 0  # bytes of inflight[1:], the part that sits in the pipe
@@ -492,6 +344,23 @@ class WorkerSlot:
         self.ready = False  # READY received
         self.head_started = 0.0  # when inflight[0] started (as far as the parent can tell)
         self.avg_time = FAST_TASK * 10  # task duration average; unknown counts as slow
+
+
+# Seconds a worker stopped with SIGTERM gets to exit before SIGKILL: it dies at once unless
+# its code blocks the signal, so waiting longer only delays the error that is propagating.
+_TERMINATE_GRACE = 2.0
+
+
+def _stop_unwatched(process: Any) -> None:
+    """Terminate and join a started worker the pool thread never watched (a failed pool start)."""
+    process.terminate()
+    if isinstance(process, BaseProcess):
+        process.join(_TERMINATE_GRACE)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    else:
+        process.join()  # a duck-typed context's process: only the calls the stdlib's Pool makes
 
 
 _WAKE, _RESULT, _DEATH = 0, 1, 2
@@ -542,8 +411,7 @@ class ProcessCore:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
         try:
-            for _ in range(processes):
-                self._start_worker()
+            self._start_workers(processes)
         except BaseException:
             self._shutdown()
             raise
@@ -650,9 +518,6 @@ class ProcessCore:
             self._retiring = True
         self._wake()
 
-    def worker_pids(self) -> list[int]:
-        return [slot.pid for slot in list(self._slots.values())]
-
     def worker_processes(self) -> list[Any]:
         return [slot.process for slot in list(self._slots.values())]
 
@@ -688,11 +553,43 @@ class ProcessCore:
             fds.extend(fd for fd in (slot.fd, slot.wfd) if fd >= 0)
         return tuple(fds)
 
+    def _start_workers(self, count: int) -> None:
+        """Start the pool's first ``count`` workers, then watch them all.
+
+        Failure mode handled here: a start that raises (out of memory or processes, a context
+        whose ``Process`` fails). The workers started before it are stopped and joined before
+        the error propagates, so a pool that fails to build leaves no process behind. Watching
+        only after every start also means a duck-typed context's processes need nothing beyond
+        what the stdlib's Pool uses (``start``, ``terminate``, ``join``) until they all started.
+        """
+        launched: list[tuple[Any, Any, Any]] = []
+        try:
+            for _ in range(count):
+                held = [end.fileno() for _, task_w, result_r in launched for end in (task_w, result_r)]
+                launched.append(self._launch(held))
+        except BaseException:
+            for process, task_w, result_r in launched:
+                task_w.close()
+                result_r.close()
+                _stop_unwatched(process)
+            raise
+        for process, task_w, result_r in launched:
+            self._watch(process, task_w, result_r)
+
     def _start_worker(self) -> WorkerSlot:
+        """Start and watch one more worker (a replacement for one that ended)."""
+        return self._watch(*self._launch([]))
+
+    def _launch(self, unwatched_fds: list[int]) -> tuple[Any, Any, Any]:
+        """Start a worker process; returns it with the parent's ends of its task and result pipes.
+
+        ``unwatched_fds``: parent ends of workers launched but not yet watched, which a forked
+        worker must close as it closes the watched ones (see :meth:`_inherited_fds`).
+        """
         task_r, task_w = Pipe(duplex=False)
         result_r, result_w = Pipe(duplex=False)
         try:
-            inherited = self._inherited_fds(task_w.fileno(), result_r.fileno())
+            inherited = self._inherited_fds(task_w.fileno(), result_r.fileno(), *unwatched_fds)
             process = self._ctx.Process(
                 target=worker_main,
                 args=(task_r, result_w, self._initializer, self._initargs, self._maxtasks, inherited),
@@ -707,6 +604,10 @@ class ProcessCore:
         finally:
             task_r.close()
             result_w.close()
+        return process, task_w, result_r
+
+    def _watch(self, process: Any, task_w: Any, result_r: Any) -> WorkerSlot:
+        """Let the pool thread see the worker's results and its death (its sentinel)."""
         slot = WorkerSlot(process, task_w, result_r)
         self._slots[slot.pid] = slot
         self._selector.register(slot.fd, selectors.EVENT_READ, (_RESULT, slot))
@@ -997,7 +898,7 @@ class ProcessCore:
         if slot.fd < 0:
             return False
         try:
-            send_frames(slot.wfd, frames)
+            write_frames(slot.wfd, frames)
         except OSError:
             return False
         return True

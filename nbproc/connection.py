@@ -1,18 +1,20 @@
 """Connections, ``Pipe``, ``Listener``/``Client`` and ``wait`` — sending through nbproc's serializer.
 
-What is reused from the stdlib: the framing (a 4-byte length header, 8 bytes more for frames
-over 2 GiB), the socket and pipe handling, ``wait`` and the HMAC challenge/response
-(``deliver_challenge``/``answer_challenge``) — they are proven, and reusing them keeps nbproc
-interoperable with a stdlib peer for byte-level traffic.
+What is reused from the stdlib: the wire format of frames (a 4-byte length header, 8 bytes
+more for frames over 2 GiB), the socket and pipe handling, ``send_bytes``/``recv_bytes``,
+``wait`` and the HMAC challenge/response (``deliver_challenge``/``answer_challenge``) — they
+are proven, and reusing them keeps nbproc interoperable with a stdlib peer for byte-level
+traffic.
 
-What nbproc owns: how objects become frames. ``Connection.send`` serializes with
+What nbproc owns: how objects become frames, and the one implementation of writing and
+reading them (the "framing" section below, which the pool's worker pipes use too). ``Connection.send`` serializes with
 :mod:`nbproc.serialization` (cloudpickle by default), so a notebook-defined function, lambda
 or class instance crosses under every start method. Large contiguous buffers (numpy arrays,
 ``pickle.PickleBuffer`` objects above :data:`OOB_THRESHOLD`) travel *out of band*: the pickle stream carries a
 reference and each buffer follows as its own frame, which saves a copy on each side::
 
     sender                                         receiver
-    [OOB header: magic + buffer count] ----------> recv_bytes -> magic? read count
+    [OOB header: magic + buffer count] ----------> FrameReader -> magic? read count
     [pickle stream (small)]            ---------->   read pickle frame
     [buffer 1] ... [buffer n]          ---------->   read n frames, pickle.loads(..., buffers)
 
@@ -57,6 +59,7 @@ from .exceptions import (
     HandshakeEOFError,
     HandshakeMessageError,
     HandshakeTimeoutError,
+    TruncatedFrameError,
 )
 
 __all__ = [
@@ -71,19 +74,10 @@ __all__ = [
     "BufferTooShort",
     "HandshakeTimeoutError",
     "HandshakeEOFError",
+    "TruncatedFrameError",
     "HandshakeMessageError",
     "DEFAULT_HANDSHAKE_TIMEOUT",
 ]
-
-# Buffers smaller than this stay in the pickle stream: an extra frame costs a syscall and a
-# header, which only pays off once copying the data costs more (measured: ~64 KiB here).
-OOB_THRESHOLD = 64 * 1024
-# 0xFF is not a pickle opcode, so an out-of-band header can never be mistaken for a pickle.
-_OOB_MAGIC = b"\xffNBPROC-OOB"
-_COUNT = struct.Struct("!I")
-# The stdlib writes frames up to this size together with their header in one write.
-_SMALL_FRAME = 16384
-_HAVE_READV = hasattr(os, "readv")
 
 address_type = _std.address_type
 arbitrary_address = _std.arbitrary_address
@@ -117,26 +111,168 @@ def wait(object_list: Any, timeout: float | None = None) -> list[Any]:
     return _std.wait(object_list, timeout)
 
 
+# -- framing: the one implementation of frames and out-of-band buffers -----------------------
+#
+# Every byte nbproc sends between processes goes through this section: connections, queues
+# (through Connection) and the pool's worker pipes (on raw descriptors, see _pool_workers).
+#
+#   sender                                                 receiver
+#   OutOfBand(snapshot) collects the large buffers         FrameReader(fd, read_ahead=...)
+#     while serialization.dumps pickles the rest             header -> size (4 bytes, or -1 then 8)
+#   pack_frames(frames) -> [header+small frames joined,      small frame: bytes / view of the chunk
+#                           big frame's header, big view]    large frame: read into its own bytearray
+#   write_all(fd, part) / Connection._send(part)           read_buffer(): always a writable buffer
+#
+# The wire format is the stdlib's connection framing, so a stdlib peer reads ordinary messages.
+
+#: Buffers (PEP 574) of at least this many bytes travel *out of band*, as frames of their own,
+#: and frames this large are read into a buffer of their own: an extra frame costs a system
+#: call and a header, which pays off only once copying the data costs more (measured: ~64 KiB).
+#: Smaller ones are copied into the pickle stream, where unpickling them is cheapest.
+OOB_THRESHOLD = 64 * 1024
+#: Frames up to this size are written together with their header (and with the frames around
+#: them) in one system call; larger ones are written from a view, without joining, since a copy
+#: of the body would then cost more than the extra call. The stdlib uses the same bound.
+SMALL_FRAME = 16 * 1024
+#: A reader that owns its descriptor (a pool pipe) asks for this much per read: the capacity of
+#: a Linux pipe, so one call takes every frame already waiting. Larger would only allocate more.
+READ_CHUNK = 64 * 1024
+#: Largest size the 4-byte header holds; bigger frames send -1 and then an 8-byte size.
+MAX_SHORT_FRAME = 0x7FFFFFFF
+
+_HEADER = struct.Struct("!i")  # the stdlib's frame header: signed 32-bit length, -1 = 64-bit follows
+_LONG_HEADER = struct.Struct("!Q")
+_LONG_MARKER = _HEADER.pack(-1)  # the 4-byte header of a frame whose size follows in 8 bytes
+# 0xFF is not a pickle opcode, so an out-of-band header can never be mistaken for a pickle.
+_OOB_MAGIC = b"\xffNBPROC-OOB"
+_COUNT = struct.Struct("!I")
+
+
+def frame_header(size: int) -> bytes:
+    """The header written before a frame of ``size`` bytes (the stdlib's encoding)."""
+    if size > MAX_SHORT_FRAME:
+        return _LONG_MARKER + _LONG_HEADER.pack(size)
+    return _HEADER.pack(size)
+
+
+def parse_header(data: Any, offset: int = 0) -> tuple[int, int] | None:
+    """``(frame size, header length)`` from ``data[offset:]``, or ``None`` if the header is incomplete.
+
+    Raises :class:`OSError` for a negative size other than -1 (not a frame of this protocol).
+    """
+    if len(data) - offset < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack_from(data, offset)
+    if size >= 0:
+        return size, _HEADER.size
+    if size != -1:
+        raise OSError(f"bad message length: {size}")
+    if len(data) - offset < _HEADER.size + _LONG_HEADER.size:
+        return None
+    (size,) = _LONG_HEADER.unpack_from(data, offset + _HEADER.size)
+    return size, _HEADER.size + _LONG_HEADER.size
+
+
+def pack_frames(frames: list[Any]) -> list[Any]:
+    """The writes that put ``frames`` on the wire: as few system calls as copying allows.
+
+    Consecutive small frames are joined with their headers into one ``bytes`` (one wake-up of
+    the reader); a large frame is preceded by its header and kept as a view, never copied.
+    """
+    pack = _HEADER.pack
+    if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) <= SMALL_FRAME:
+        return [pack(len(frames[0])) + frames[0]]  # the common case, without the loop
+    parts: list[Any] = []
+    small: list[Any] = []
+    for frame in frames:
+        if type(frame) is bytes and len(frame) <= SMALL_FRAME:  # the pool's hot path: tasks, results
+            small.append(pack(len(frame)))
+            small.append(frame)
+            continue
+        view = frame if isinstance(frame, bytes) else memoryview(frame).cast("B")
+        if len(view) <= SMALL_FRAME:
+            small.append(pack(len(view)))
+            small.append(view)
+            continue
+        small.append(frame_header(len(view)))
+        parts.append(b"".join(small))
+        parts.append(view)
+        small = []
+    if small:
+        parts.append(b"".join(small))
+    return parts
+
+
+def write_all(fd: int, data: Any) -> None:
+    """Write all of ``data`` to ``fd`` (blocks while the peer has no room; raises what ``os.write`` raises)."""
+    done = os.write(fd, data)
+    if done == len(data):  # almost always: a pipe takes a small write whole
+        return
+    view = memoryview(data)[done:]
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_frames(fd: int, frames: list[Any]) -> None:
+    """Write ``frames`` to the descriptor ``fd`` (see :func:`pack_frames` and :func:`write_all`)."""
+    for part in pack_frames(frames):
+        write_all(fd, part)
+
+
+class OutOfBand:
+    """Decides, buffer by buffer, what the pickler sends out of band — the seam for shared memory.
+
+    An instance is the pickler's ``buffer_callback`` (PEP 574): called with each
+    :class:`pickle.PickleBuffer` the object holds; returning ``True`` keeps that buffer in the
+    pickle stream, ``False`` means it is in :attr:`buffers` and will travel as a frame of its own.
+    Kept in band: buffers under :data:`OOB_THRESHOLD`, and non-contiguous ones (``raw()``
+    raises ``BufferError``; the pickler then copies them into the stream itself). With
+    ``snapshot`` the writable buffers are copied now — for callers that write the frames later
+    and promise the object's state at call time; read-only ones cannot change and are not copied.
+
+    A transport that places large buffers elsewhere (shared memory) subclasses this and
+    overrides :meth:`take`; everything else — framing, reading, rebuilding — stays as it is.
+    """
+
+    __slots__ = ("buffers", "snapshot")
+
+    def __init__(self, snapshot: bool = False) -> None:
+        self.buffers: list[Any] = []
+        self.snapshot = snapshot
+
+    def __call__(self, buf: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buf.raw()
+        except BufferError:  # not contiguous
+            return True
+        if raw.nbytes < OOB_THRESHOLD:
+            return True
+        return self.take(raw)
+
+    def take(self, raw: memoryview) -> bool:
+        """Keep ``raw`` (a large contiguous buffer) for its own frame; ``False`` = not in band."""
+        self.buffers.append(bytes(raw) if self.snapshot and not raw.readonly else raw)
+        return False
+
+
+def dumps_with_buffers(obj: Any, *, what: str | None, snapshot: bool = False) -> tuple[bytes, list[Any]]:
+    """Serialize ``obj``: the pickle stream, and the large buffers sent apart (see :class:`OutOfBand`)."""
+    out_of_band = OutOfBand(snapshot)
+    return serialization.dumps(obj, what=what, buffer_callback=out_of_band), out_of_band.buffers
+
+
 def dump_frames(obj: Any, *, what: str, snapshot: bool = False, out_of_band: bool = True) -> list[Any]:
     """Serialize ``obj`` into the frames of one message, as :meth:`Connection.send` writes them.
 
     ``[pickle stream]`` for ordinary objects; ``[OOB header, pickle stream, buffer...]`` when
     ``obj`` holds buffers of at least :data:`OOB_THRESHOLD` bytes. The buffers are views of
-    ``obj``'s own memory; ``snapshot=True`` copies the writable ones, for callers that write
-    the frames later (a queue's feeder thread) and promise the object's state at call time.
+    ``obj``'s own memory unless ``snapshot`` (see :class:`OutOfBand`).
     ``out_of_band=False`` keeps every buffer in the pickle stream: one frame, readable by a
     stdlib peer. Raises :class:`nbproc.SerializationError` naming the culprit, with ``what`` as its label.
     """
-    buffers: list[Any] = []
-
-    def keep_in_band(buf: pickle.PickleBuffer) -> bool:
-        raw = buf.raw()
-        if raw.nbytes < OOB_THRESHOLD:
-            return True
-        buffers.append(bytes(raw) if snapshot and not raw.readonly else raw)
-        return False
-
-    data = serialization.dumps(obj, what=what, buffer_callback=keep_in_band if out_of_band else None)
+    if not out_of_band:
+        return [serialization.dumps(obj, what=what)]
+    data, buffers = dumps_with_buffers(obj, what=what, snapshot=snapshot)
     if not buffers:
         return [data]
     return [_OOB_MAGIC + _COUNT.pack(len(buffers)), data, *buffers]
@@ -147,6 +283,133 @@ def load_frames(frames: list[Any]) -> Any:
     if len(frames) == 1:
         return serialization.loads(frames[0])
     return serialization.loads(frames[1], buffers=frames[2:])
+
+
+def oob_count(first: Any) -> int | None:
+    """How many frames follow ``first`` in its message: ``None`` for an ordinary one-frame message."""
+    # Testing the first byte (0xFF never starts a pickle) spares ordinary messages the slower
+    # slice comparison.
+    if not first or first[0] != _OOB_MAGIC[0] or first[: len(_OOB_MAGIC)] != _OOB_MAGIC:
+        return None
+    (count,) = _COUNT.unpack_from(first, len(_OOB_MAGIC))
+    return count + 1
+
+
+class FrameReader:
+    """Reads frames from a descriptor.
+
+    ``read_ahead=True`` — for a reader that owns the descriptor (a pool pipe): each read asks
+    for :data:`READ_CHUNK` bytes, so frames already waiting come in one call; small frames are
+    returned as read-only views of that chunk, and :meth:`has_frame` tells whether one is
+    buffered (a selector will not report it). ``read_ahead=False`` — for a descriptor others
+    may read or poll too (a Connection): never reads past the current frame; small frames come
+    back as ``bytes``. Either way a frame of :data:`OOB_THRESHOLD` bytes or more is read
+    straight into a writable ``bytearray`` of its size, copied once.
+
+    Blocking: :meth:`read` waits until the frame is complete. End of file before a frame starts
+    raises :class:`EOFError`; inside a frame, :class:`TruncatedFrameError`.
+    """
+
+    __slots__ = ("fd", "_ahead", "_buf", "_pos")
+
+    def __init__(self, fd: int, *, read_ahead: bool) -> None:
+        self.fd = fd
+        self._ahead = read_ahead
+        self._buf: Any = b""
+        self._pos = 0
+
+    def has_frame(self) -> bool:
+        """Whether a complete frame is already buffered (a malformed header: ``read`` raises)."""
+        try:
+            header = parse_header(self._buf, self._pos)
+        except OSError:
+            return True  # the next read() reports it, where the caller handles read errors
+        return header is not None and sum(header) <= len(self._buf) - self._pos
+
+    def read(self) -> Any:
+        """The next frame (bytes-like)."""
+        if not self._ahead:
+            return self._read_exactly()
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= 4:  # fast path: a whole small frame already buffered
+            (size,) = _HEADER.unpack_from(buf, pos)
+            end = pos + 4 + size
+            if 0 <= size and end <= len(buf):
+                self._pos = end
+                return memoryview(buf)[pos + 4 : end]
+        return self._read_ahead()
+
+    def read_buffer(self) -> Any:
+        """The next frame as a writable buffer (out-of-band data, e.g. an array's memory)."""
+        frame = self.read()
+        return frame if isinstance(frame, bytearray) else bytearray(frame)
+
+    def _read_exactly(self) -> Any:
+        """Exact mode: the header, then the body, and not a byte more."""
+        header = self._read_exact(_HEADER.size, started=False)
+        if header == _LONG_MARKER:
+            header += self._read_exact(_LONG_HEADER.size)
+        size, _ = parse_header(header)  # type: ignore[misc] - complete by construction
+        if size < OOB_THRESHOLD:
+            return self._read_exact(size)
+        target = bytearray(size)  # writable, so arrays rebuilt on it are writable as the stdlib's are
+        _read_into(self.fd, memoryview(target))
+        return target
+
+    def _read_exact(self, n: int, *, started: bool = True) -> bytes:
+        """``n`` bytes; ``started=False``: end of file before the first one is a clean EOFError."""
+        data = os.read(self.fd, n) if n else b""
+        if len(data) == n:
+            return data
+        if not data and not started:
+            raise EOFError  # the peer closed between messages; bare, as the stdlib raises it
+        while len(data) < n:  # a short read: rare, so the copies do not matter
+            chunk = os.read(self.fd, n - len(data))
+            if not chunk:
+                raise TruncatedFrameError("got end of file during message")
+            data += chunk
+        return data
+
+    def _read_ahead(self) -> Any:
+        """Read-ahead mode, when the buffer holds no complete small frame."""
+        data = self._buf[self._pos :]
+        self._buf, self._pos = b"", 0
+        header = parse_header(data)
+        while header is None:
+            data = self._more(data)
+            header = parse_header(data)
+        size, head = header
+        if size >= OOB_THRESHOLD:
+            target = bytearray(size)  # see _read_exactly
+            part = memoryview(data)[head : head + size]
+            target[: len(part)] = part
+            if len(data) - head > size:  # the chunk held the start of the next frame too
+                self._buf, self._pos = data, head + size
+            _read_into(self.fd, memoryview(target)[len(part) :])
+            return target
+        while len(data) < head + size:
+            data = self._more(data)
+        self._buf, self._pos = data, head + size
+        return memoryview(data)[head : head + size]
+
+    def _more(self, data: Any) -> Any:
+        """``data`` plus the next chunk read (at least one byte, at most :data:`READ_CHUNK`)."""
+        chunk = os.read(self.fd, READ_CHUNK)
+        if not chunk:
+            if data:
+                raise TruncatedFrameError("got end of file during message")
+            raise EOFError  # the peer closed between messages; bare, as the stdlib raises it
+        return data + chunk if data else chunk
+
+
+def _read_into(fd: int, view: memoryview) -> None:
+    """Fill ``view`` from ``fd``; :class:`TruncatedFrameError` if the stream ends first."""
+    pos, size = 0, len(view)
+    while pos < size:
+        n = os.readv(fd, [view[pos:]])
+        if n == 0:
+            raise TruncatedFrameError("got end of file during message")
+        pos += n
 
 
 class Connection(_std.Connection):
@@ -176,60 +439,32 @@ class Connection(_std.Connection):
         """Write one message as produced by :func:`dump_frames` (callers serialize writers)."""
         self._check_closed()
         self._check_writable()
-        for frame in frames:
-            # The stdlib's _send re-slices what is left after each partial write: a view keeps
-            # that free, where slicing bytes would copy the rest of a large frame every time.
-            self._send_bytes(memoryview(frame) if len(frame) > _SMALL_FRAME else frame)
+        for part in pack_frames(frames):
+            self._send(part)
 
     def _send_small_messages(self, frames: list[Any]) -> None:
-        """Write several one-frame messages (each under 2 GiB) with a single system call.
+        """Write several one-frame messages, small ones joined into as few system calls as possible.
 
-        The bytes on the wire are exactly what ``_send_bytes`` would write for each frame in
-        turn; a queue's feeder uses this to flush a burst of small items at once.
+        The bytes on the wire are exactly those of sending each frame in turn; a queue's feeder
+        uses this to flush a burst of small items at once.
         """
-        self._check_closed()
-        self._check_writable()
-        self._send(b"".join([part for frame in frames for part in (_HEADER.pack(len(frame)), frame)]))
+        self._send_frames(frames)
 
     def _recv_frames(self) -> list[Any]:
         """Read one whole message (all its frames) without deserializing it.
 
         Lets a reader that shares the connection (a queue's consumers) hold its lock only while
-        bytes are read, and unpickle after releasing it.
+        bytes are read, and unpickle after releasing it. Never reads past the message, so
+        ``poll()`` and other processes reading the same pipe see the next one intact.
         """
         self._check_closed()
         self._check_readable()
-        first = self._recv_frame()
-        # Testing the first byte (0xFF never starts a pickle) spares ordinary messages the slower
-        # slice comparison.
-        if not first or first[0] != _OOB_MAGIC[0] or first[: len(_OOB_MAGIC)] != _OOB_MAGIC:
+        reader = FrameReader(self._handle, read_ahead=False)
+        first = reader.read()
+        count = oob_count(first)
+        if count is None:
             return [first]
-        (count,) = _COUNT.unpack_from(first, len(_OOB_MAGIC))
-        return [first, *(self._recv_frame() for _ in range(count + 1))]
-
-    def _recv_frame(self) -> Any:
-        """One frame of the stdlib's framing, as a bytes-like object.
-
-        Frames of :data:`OOB_THRESHOLD` bytes or more are read straight into a bytearray of
-        their size: the stdlib's reader allocates a buffer of the *remaining* size for every
-        chunk a pipe hands out (64 KiB at a time) and copies each chunk once more into a
-        BytesIO, which made receiving a 16 MB array take twice as long.
-        """
-        (size,) = _HEADER.unpack(self._recv(_HEADER.size).getbuffer())
-        if size == -1:
-            (size,) = _LONG_HEADER.unpack(self._recv(_LONG_HEADER.size).getbuffer())
-        if size < OOB_THRESHOLD or not _HAVE_READV:
-            # bytes unpickle faster than a view, and copying a small frame costs less than that
-            return self._recv(size).getvalue()
-        buf = bytearray(size)
-        view = memoryview(buf)
-        done = 0
-        while done < size:
-            n = os.readv(self._handle, [view[done:]])
-            if n == 0:
-                raise OSError("got end of file during message")
-            done += n
-        return buf
+        return [first, *(reader.read() for _ in range(count))]
 
 
 def _adopt(conn: Any) -> Connection:
@@ -272,9 +507,6 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:  # noqa: N802 - 
 #: ``None``, the stdlib's behaviour) lets one silent client stall a single-threaded accept loop.
 DEFAULT_HANDSHAKE_TIMEOUT: float = float(CONNECTION_TIMEOUT)
 
-_HEADER = struct.Struct("!i")  # the stdlib's frame header: signed 32-bit length, -1 = 64-bit follows
-_LONG_HEADER = struct.Struct("!Q")
-
 
 class _HandshakeChannel:
     """What ``deliver_challenge``/``answer_challenge`` talk through during one handshake.
@@ -299,11 +531,13 @@ class _HandshakeChannel:
         self._conn.send_bytes(buf, offset, size)
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
-        (size,) = _HEADER.unpack(self._read_exact(_HEADER.size, frame_started=False))
-        if size == -1:
-            (size,) = _LONG_HEADER.unpack(self._read_exact(_LONG_HEADER.size, frame_started=True))
-        if size < 0:
-            raise HandshakeMessageError(f"bad message length: {size}")
+        header = self._read_exact(_HEADER.size, frame_started=False)
+        if header == _LONG_MARKER:
+            header += self._read_exact(_LONG_HEADER.size, frame_started=True)
+        try:
+            size, _ = parse_header(header)  # type: ignore[misc] - complete by construction
+        except OSError as exc:  # a negative length
+            raise HandshakeMessageError(str(exc)) from None
         if maxlength is not None and size > maxlength:
             raise HandshakeMessageError(f"bad message length: {size} bytes, at most {maxlength} allowed")
         return self._read_exact(size, frame_started=True)

@@ -139,21 +139,11 @@ class BaseContext(_std.BaseContext):
         popen.set_forkserver_preload(module_names)
 
     # -- contexts and start methods -----------------------------------------------------
+    # get_start_method and set_start_method are the stdlib's (``return self._name``; a
+    # concrete context's method cannot be set). get_context is not: the stdlib's looks the
+    # name up in its own module's contexts, and must find nbproc's.
     def get_context(self, method: str | None = None) -> BaseContext:
-        if method is None:
-            return self
-        try:
-            ctx = _concrete_contexts[method]
-        except KeyError:
-            raise ValueError(f"cannot find context for {method!r}") from None
-        ctx._check_available()
-        return ctx
-
-    def get_start_method(self, allow_none: bool = False) -> str:
-        return self._name
-
-    def set_start_method(self, method: str | None, force: bool = False) -> None:
-        raise ValueError("cannot set start method of concrete context")
+        return self if method is None else _concrete_context(method)
 
     def get_all_start_methods(self) -> list[str]:
         return _default_context.get_all_start_methods()
@@ -171,12 +161,16 @@ class BaseContext(_std.BaseContext):
             "nbproc serializes through nbproc.serialization; use nbproc.set_serializer('cloudpickle'|'dill'|'pickle')"
         )
 
-    def _check_available(self) -> None:
-        pass
-
 
 class DefaultContext(BaseContext):
-    """The context behind the module-level API; its start method can be chosen once."""
+    """The context behind the module-level API; its start method can be chosen once.
+
+    Documented rules: ``set_start_method`` may be called once, before the method is first used,
+    unless ``force=True`` (``None`` with ``force`` un-chooses it); anything that needs the method
+    — ``get_context()``, ``get_start_method()``, starting a process — fixes the default from then
+    on; ``get_start_method(allow_none=True)`` only looks. The attribute names
+    (``_default_context``, ``_actual_context``) are the stdlib's: its tests and tools read them.
+    """
 
     Process = Process
 
@@ -184,76 +178,82 @@ class DefaultContext(BaseContext):
         self._default_context = context
         self._actual_context: BaseContext | None = None
 
-    def get_context(self, method: str | None = None) -> BaseContext:
-        """The context for ``method`` (``"fork"``, ``"spawn"``, ``"forkserver"``).
+    def _chosen(self) -> BaseContext:
+        """The context in use; using one fixes the default if nothing was chosen."""
+        if self._actual_context is None:
+            self._actual_context = self._default_context
+        return self._actual_context
 
-        Without ``method``, the default context's start method is used, and it is fixed from now on.
+    def get_context(self, method: str | None = None) -> BaseContext:
+        """The context for ``method`` (``"fork"``, ``"spawn"``, ``"forkserver"``); the one in use if ``None``.
+
         Raises :class:`ValueError` for an unknown or unavailable method.
         """
-        if method is None:
-            if self._actual_context is None:
-                self._actual_context = self._default_context
-            return self._actual_context
-        return super().get_context(method)
+        return self._chosen() if method is None else _concrete_context(method)
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
-        """Choose the start method of the module-level API; at most once unless ``force``.
-
-        Raises :class:`RuntimeError` if it was already chosen (or used). With ``force=True``,
-        ``None`` goes back to "not chosen yet".
-        """
-        if self._actual_context is not None and not force:
+        """Choose the start method of the module-level API; :class:`RuntimeError` if already chosen."""
+        if not force and self._actual_context is not None:
             raise RuntimeError("context has already been set")
-        if method is None and force:
-            self._actual_context = None
-            return
-        self._actual_context = self.get_context(method)
+        self._actual_context = None if method is None and force else self.get_context(method)
 
     def get_start_method(self, allow_none: bool = False) -> str | None:  # type: ignore[override]
-        """The start method in use; fixes the default one unless ``allow_none`` (then ``None`` if unset)."""
-        if self._actual_context is None:
-            if allow_none:
-                return None
-            self._actual_context = self._default_context
-        return self._actual_context._name
+        """The start method in use (fixing the default), or ``None`` if unchosen and ``allow_none``."""
+        if allow_none and self._actual_context is None:
+            return None
+        return self._chosen()._name
 
     def get_all_start_methods(self) -> list[str]:
         """Available methods, the default first (as the stdlib does since 3.13)."""
         if sys.platform == "win32":
             return ["spawn"]
-        methods = ["fork", "spawn"]
-        if reduction.HAVE_SEND_HANDLE:
-            methods.append("forkserver")
         default = self._default_context._name
-        return [default] + [m for m in methods if m != default]
+        available = [name for name in _concrete_contexts if name != "forkserver" or reduction.HAVE_SEND_HANDLE]
+        return [default, *(name for name in available if name != default)]
 
 
+# The three concrete contexts only bind a name to a Process class (the stdlib's contract for a
+# context: ``_name`` and ``Process``); everything else is BaseContext's.
 class ForkContext(BaseContext):
+    """Processes started by ``os.fork()``: fastest, inherits everything, unsafe in threaded parents."""
+
     _name = "fork"
     Process = ForkProcess
 
 
 class SpawnContext(BaseContext):
+    """Processes started as fresh interpreters: slowest to start, safe everywhere."""
+
     _name = "spawn"
     Process = SpawnProcess
 
 
 class ForkServerContext(BaseContext):
+    """Processes forked by a single-threaded server process: safe with threads, quick to start."""
+
     _name = "forkserver"
     Process = ForkServerProcess
 
-    def _check_available(self) -> None:
-        if not reduction.HAVE_SEND_HANDLE:
-            raise ValueError("forkserver start method not available")
+
+def _concrete_context(method: str) -> BaseContext:
+    """The context of start method ``method``; :class:`ValueError` if unknown or unavailable here.
+
+    Availability has one source, ``get_all_start_methods()`` (forkserver needs descriptor
+    passing, ``reduction.HAVE_SEND_HANDLE``).
+    """
+    found = _concrete_contexts.get(method)
+    if found is None:
+        raise ValueError(f"cannot find context for {method!r}")
+    if method not in _default_context.get_all_start_methods():
+        raise ValueError(f"{method} start method not available")
+    return found
 
 
+#: Every start method's context by name, in the order ``get_all_start_methods`` lists them.
 _concrete_contexts: dict[str, BaseContext] = {
-    "fork": ForkContext(),
-    "spawn": SpawnContext(),
-    "forkserver": ForkServerContext(),
+    ctx._name: ctx for ctx in (ForkContext(), SpawnContext(), ForkServerContext())
 }
 
-if sys.platform == "linux" and reduction.HAVE_SEND_HANDLE:
-    _default_context = DefaultContext(_concrete_contexts["forkserver"])
-else:
-    _default_context = DefaultContext(_concrete_contexts["spawn"])
+# forkserver where it works (Linux; safe in a threaded kernel), spawn elsewhere (see above).
+_DEFAULT_START_METHOD = "forkserver" if sys.platform == "linux" and reduction.HAVE_SEND_HANDLE else "spawn"
+_default_context = DefaultContext(_concrete_contexts[_DEFAULT_START_METHOD])

@@ -34,6 +34,7 @@ __all__ = [
     "HandshakeTimeoutError",
     "HandshakeEOFError",
     "HandshakeMessageError",
+    "TruncatedFrameError",
 ]
 
 
@@ -128,4 +129,15 @@ class HandshakeMessageError(AuthenticationError, OSError):
     """The peer sent a malformed handshake frame: longer than allowed, a negative length, or cut off.
 
     Also an :class:`OSError`, which is what the stdlib raises in this case ("bad message length").
+    """
+
+
+# -- connection framing ----------------------------------------------------------------------
+
+
+class TruncatedFrameError(EOFError, OSError):
+    """The stream ended in the middle of a frame (the writer died or closed mid-message).
+
+    An :class:`EOFError` (the peer is gone) and an :class:`OSError`, which is what the stdlib
+    raises here ("got end of file during message").
     """

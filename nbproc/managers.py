@@ -359,29 +359,34 @@ class BaseProxy(_std.BaseProxy):
         incref: bool = True,
         manager_owned: bool = False,
     ) -> None:
-        with BaseProxy._mutex:
-            tls_idset = BaseProxy._address_to_local.get(token.address)
-            if tls_idset is None:
-                tls_idset = util.ForkAwareLocal(), _std.ProcessLocalSet()
-                BaseProxy._address_to_local[token.address] = tls_idset
-        self._tls, self._idset = tls_idset
-        self._token = token
-        self._id = token.id
-        self._manager = manager
-        self._serializer = serializer
+        # The attribute names are the stdlib's: code written for its proxies reads them.
+        self._tls, self._idset = BaseProxy._per_address(token.address)
+        self._token, self._id = token, token.id
+        self._manager, self._serializer = manager, serializer
         self._Client = _transport(serializer).client
         # True for a proxy rebuilt inside its own manager's server (a proxy stored in a shared
         # object): the server keeps the referent alive, so such a proxy holds no reference.
         self._owned_by_manager = manager_owned
-        if authkey is not None:
-            self._authkey = AuthenticationString(authkey)
-        elif manager is not None:
-            self._authkey = manager._authkey
+        # The key to authenticate with: the one given, else the manager's, else this process's.
+        if authkey is None:
+            self._authkey = manager._authkey if manager is not None else current_process().authkey
         else:
-            self._authkey = current_process().authkey
+            self._authkey = AuthenticationString(authkey)
         if incref:
             self._incref()
         util.register_after_fork(self, BaseProxy._after_fork)
+
+    @staticmethod
+    def _per_address(address: Any) -> tuple[Any, Any]:
+        """What all proxies of one manager share in this process, made by the first of them.
+
+        ``(thread-local holding each thread's connection, set of the ids this process holds
+        references to)``; both are reset in a forked child, which owns neither.
+        """
+        with BaseProxy._mutex:
+            if address not in BaseProxy._address_to_local:
+                BaseProxy._address_to_local[address] = (util.ForkAwareLocal(), _std.ProcessLocalSet())
+            return BaseProxy._address_to_local[address]
 
     def _incref(self) -> None:
         """Take a reference on the referent in the server (one control connection)."""
@@ -575,16 +580,13 @@ class BaseManager(_std.BaseManager):
         *,
         shutdown_timeout: float = 1.0,
     ) -> None:
-        if authkey is None:
-            authkey = current_process().authkey
-        self._address = address
-        self._authkey = AuthenticationString(authkey)
-        self._state = State()
-        self._state.value = State.INITIAL
-        self._serializer = serializer
-        self._Listener, self._Client = _transport(serializer)
-        self._ctx = ctx or context._default_context
-        self._shutdown_timeout = shutdown_timeout
+        transport = _transport(serializer)  # first: an unknown name is a clear ValueError
+        # The stdlib's __init__ sets the address, the key (current_process().authkey by default)
+        # and the INITIAL state. What it would take from its own module is replaced: a ctx of
+        # None would fix the *stdlib's* default start method, and its transports are its own.
+        super().__init__(address, authkey, serializer, ctx or context._default_context)
+        self._Listener, self._Client = transport
+        self._shutdown_timeout = shutdown_timeout  # the stdlib's __init__ has it from 3.11 only
         self._process: Any = None
 
     def _check_initial(self) -> None:
@@ -661,21 +663,23 @@ class BaseManager(_std.BaseManager):
         is garbage collected or the program exits). Waits at most ``shutdown_timeout`` seconds
         for each of the polite steps before the next, harder one.
         """
-        if process.is_alive():
+
+        def ask() -> None:
             util.info("sending shutdown message to manager")
             try:
                 _request_shutdown(_Client, address, authkey, shutdown_timeout)
-            except Exception:
-                pass  # already stopping, or unreachable: terminate() below takes over
-            process.join(timeout=shutdown_timeout)
-            if process.is_alive():
-                util.info("manager still alive; terminating it")
-                process.terminate()
-                process.join(timeout=shutdown_timeout)
-                if process.is_alive():
-                    util.info("manager still alive after terminate; killing it")
-                    process.kill()
-                    process.join()
+            except Exception:  # noqa: BLE001 - already stopping, or unreachable: the next step takes over
+                pass
+
+        # Each step is harder than the one before and runs only if the server outlived that
+        # one's grace period; nothing outlives SIGKILL, so its join has no limit.
+        for step, grace in ((ask, shutdown_timeout), (process.terminate, shutdown_timeout), (process.kill, None)):
+            if not process.is_alive():
+                break
+            if step is not ask:
+                util.info(f"manager still alive; calling {step.__name__}()")
+            step()
+            process.join(timeout=grace)
         state.value = State.SHUTDOWN
         BaseProxy._address_to_local.pop(address, None)
 

@@ -36,6 +36,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import context as _std_context
 from multiprocessing import util
 from typing import Any
 
@@ -90,6 +91,17 @@ def _cpu_count() -> int:
     return counter() or 1
 
 
+def _check_pool_arguments(processes: int, initializer: Any, maxtasksperchild: Any) -> None:
+    """Reject what the reference rejects, with the stdlib's exception types and messages."""
+    if processes < 1:
+        raise ValueError("Number of processes must be at least 1")
+    valid_maxtasks = maxtasksperchild is None or (isinstance(maxtasksperchild, int) and maxtasksperchild > 0)
+    if not valid_maxtasks:
+        raise ValueError("maxtasksperchild must be a positive int or None")
+    if not (initializer is None or callable(initializer)):
+        raise TypeError("initializer must be a callable")
+
+
 def _func_name(func: Any) -> str:
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     return name if isinstance(name, str) else type(func).__name__
@@ -102,14 +114,22 @@ def _chunked(iterable: Iterable[Any], size: int) -> Iterator[tuple[Any, ...]]:
 
 
 def _nbproc_context(context: Any) -> Any:
-    """The nbproc context for ``context`` (None: the default; a stdlib context: same start method)."""
+    """The context a Pool starts its workers with.
+
+    ``None``: nbproc's default; an nbproc context: itself; a stdlib context: nbproc's of the same
+    start method (so the workers deserialize with nbproc). Anything else is used as given, as the
+    stdlib's Pool does: a duck-typed context (CPython's suite passes a mock) needs ``Process``,
+    whose objects behave as ``multiprocessing.Process`` ones, and ``get_start_method()``.
+    """
     from . import context as _context
 
     if context is None:
         return _context._default_context.get_context()
     if isinstance(context, _context.BaseContext):
         return context.get_context()
-    return _context._default_context.get_context(context.get_start_method())
+    if isinstance(context, _std_context.BaseContext):
+        return _context._default_context.get_context(context.get_start_method())
+    return context
 
 
 def _precise_error(exc: SerializationError, kind: int, args: Any, first_item: int, method: str) -> BaseException:
@@ -227,15 +247,8 @@ class Pool:
         context: Any = None,
     ) -> None:
         self._core: Any = None
-        if processes is None:
-            processes = _cpu_count()
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
-            raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        self._processes = processes
+        self._processes = processes = _cpu_count() if processes is None else processes
+        _check_pool_arguments(processes, initializer, maxtasksperchild)
         self._name = f"{type(self).__name__}-{next(_pool_counter)}"
         self._core = self._make_core(processes, initializer, tuple(initargs), maxtasksperchild, context)
         self._finalizer = util.Finalize(self, self._core.terminate, exitpriority=15)

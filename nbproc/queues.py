@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import array
 import collections
+import contextlib
 import errno
 import math
 import os
@@ -351,24 +352,20 @@ class Queue:
         """
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        if block and timeout is None:
-            with self._rlock:
+        forever = block and timeout is None
+        deadline = time.monotonic() + timeout if block and not forever else 0.0
+        if not self._rlock.acquire(block, timeout):  # (True, None) waits for ever
+            raise Empty
+        try:
+            if forever:
                 self._watch.before_blocking_read()
-                message = self._reader._recv_frames()
-            self._sem.release()
-        else:
-            deadline = time.monotonic() + timeout if block and timeout is not None else 0.0
-            if not self._rlock.acquire(block, timeout):
-                raise Empty
-            try:
-                remaining = max(0.0, deadline - time.monotonic()) if block else 0.0
-                if not self._watch.wait_readable(remaining):
-                    raise Empty
-                message = self._reader._recv_frames()
-                self._sem.release()
-            finally:
-                self._rlock.release()
-        return load_frames(message)
+            elif not self._watch.wait_readable(max(0.0, deadline - time.monotonic()) if block else 0.0):
+                raise Empty  # the time left after waiting for the lock ran out (or block=False)
+            message = self._reader._recv_frames()
+            self._sem.release()  # a slot is free: a put() blocked on maxsize may go on
+        finally:
+            self._rlock.release()
+        return load_frames(message)  # unpickled outside the lock: other readers need not wait
 
     def get_nowait(self) -> Any:
         """``get(False)``: raises ``queue.Empty`` at once if no item is available."""
@@ -597,19 +594,22 @@ class JoinableQueue(Queue):
                 self._buffer_for_feeder(message)
             self._unfinished_tasks.release()
 
+    def _all_done(self) -> bool:
+        """Every item put so far was marked done (the semaphore counts the unfinished ones)."""
+        return self._unfinished_tasks._semlock._is_zero()
+
     def task_done(self) -> None:
         """Mark one got item as processed; ``ValueError`` if called more times than items were put."""
         with self._cond:
             if not self._unfinished_tasks.acquire(False):
                 raise ValueError("task_done() called too many times")
-            if self._unfinished_tasks._semlock._is_zero():
+            if self._all_done():
                 self._cond.notify_all()
 
     def join(self) -> None:
         """Block until every item put so far has been got and marked done (no timeout)."""
         with self._cond:
-            while not self._unfinished_tasks._semlock._is_zero():
-                self._cond.wait()
+            self._cond.wait_for(self._all_done)
 
 
 class SimpleQueue:
@@ -668,10 +668,9 @@ class SimpleQueue:
     def put(self, obj: Any) -> None:
         """Serialize ``obj`` (``SerializationError`` names what failed) and write it to the pipe."""
         message = dump_frames(obj, what="SimpleQueue item")
-        if self._wlock is None:
+        # Without a write lock (a Windows message pipe, where each write is atomic) nothing
+        # needs guarding.
+        with self._wlock if self._wlock is not None else contextlib.nullcontext():
             self._writer._send_frames(message)
-        else:
-            with self._wlock:
-                self._writer._send_frames(message)
 
     __class_getitem__ = classmethod(types.GenericAlias)

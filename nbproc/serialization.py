@@ -40,6 +40,19 @@ from cloudpickle.cloudpickle import _function_setstate as _cloudpickle_setstate
 from . import _ctypes_classes
 from .exceptions import SerializationError
 
+#: The private parts of ``cloudpickle.cloudpickle`` that nbproc relies on (here and in
+#: ``_ctypes_classes``), for the supported range pinned in pyproject.toml. The test suite checks
+#: they are still there, and that a dynamic function still reduces to the 6-tuple that
+#: :meth:`CloudPickler.reducer_override` rewrites, so an upgrade that moves them fails loudly
+#: rather than silently dropping the shared ``__main__`` namespace or class identities.
+CLOUDPICKLE_INTERNALS = (
+    "_function_setstate",  # recognise and replace the state setter of a dynamic function
+    "_make_function",  # the rebuild function of that reduction
+    "_get_or_create_tracker_id",  # give __main__ classes their identity before a fork
+    "_should_pickle_by_reference",  # ctypes classes: importable ones travel by name
+    "_lookup_class_or_track",  # ctypes classes: one class per identity in the receiver
+)
+
 __all__ = [
     "SerializationError",
     "dumps",

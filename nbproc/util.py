@@ -48,6 +48,10 @@ from multiprocessing.util import (
     sub_warning,
 )
 
+# ``from nbproc.util import *`` exports what ``from multiprocessing.util import *`` does (the
+# same list on 3.10-3.13; tests/test_util.py compares); the other names imported above
+# (``DEBUG``, ``close_fds``, ``spawnv_passfds``...) are public attributes there too, outside its
+# ``__all__``.
 __all__ = [
     "sub_debug",
     "debug",
@@ -62,19 +66,21 @@ __all__ = [
     "ForkAwareThreadLock",
     "ForkAwareLocal",
     "close_all_fds_except",
-    "close_fds",
-    "spawnv_passfds",
     "SUBDEBUG",
     "SUBWARNING",
-    "NOTSET",
-    "DEBUG",
-    "INFO",
-    "LOGGER_NAME",
-    "DEFAULT_LOGGING_FORMAT",
-    "MAXFD",
-    "abstract_sockets_supported",
-    "is_abstract_socket_namespace",
 ]
+_also_public = (
+    DEBUG,
+    DEFAULT_LOGGING_FORMAT,
+    INFO,
+    LOGGER_NAME,
+    MAXFD,
+    NOTSET,
+    abstract_sockets_supported,
+    close_fds,
+    is_abstract_socket_namespace,
+    spawnv_passfds,
+)
 
 # The stdlib's registries and exit hooks, shared rather than copied (one registry per
 # interpreter is what makes finalizers and after-fork hooks work across both libraries).

@@ -115,3 +115,15 @@ def test_set_forkserver_preload_validates():
     from nbproc import popen
 
     assert "nbproc" in popen.forkserver_instance()._preload_modules
+
+
+def test_star_import_exports_the_stdlibs_names_plus_nbprocs_additions():
+    ours, theirs = {}, {}
+    exec("from nbproc import *", ours)
+    exec("from multiprocessing import *", theirs)
+    additions = {
+        *("SerializationError", "WorkerLostError", "InitializerError", "TaskCancelledError"),
+        *("set_serializer", "get_serializer", "load_ipython_extension", "unload_ipython_extension"),
+    }
+    assert set(ours) == set(theirs) | additions
+    assert ours["Pool"].__func__ is nbproc.context.BaseContext.Pool  # nbproc's, bound to its default context

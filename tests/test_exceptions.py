@@ -24,7 +24,7 @@ def test_stdlib_errors_are_the_stdlibs() -> None:
     [
         (pool, ["MaybeEncodingError", "WorkerLostError", "InitializerError", "TaskCancelledError"]),
         (serialization, ["SerializationError"]),
-        (connection, ["HandshakeTimeoutError", "HandshakeEOFError", "HandshakeMessageError"]),
+        (connection, ["HandshakeTimeoutError", "HandshakeEOFError", "HandshakeMessageError", "TruncatedFrameError"]),
         (nbproc, ["SerializationError", "WorkerLostError", "InitializerError", "TaskCancelledError"]),
     ],
 )

@@ -20,11 +20,14 @@ import sys
 import textwrap
 import threading
 import time
+import types
+import unittest.mock
 
 import psutil
 import pytest
 
 import nbproc
+import nbproc.pool
 from nbproc.pool import MaybeEncodingError
 
 BOUND = 10.0  # seconds: "promptly" on a loaded 2-core machine; the stdlib waits forever
@@ -231,3 +234,58 @@ def test_workers_exit_when_the_parent_dies(start_method, tmp_path):
             os.killpg(parent.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_pool_that_fails_to_start_leaves_no_worker(ctx):
+    # A start that raises (here the third) must not leave the two started workers running.
+    starts = {"n": 0}  # what the class closes over travels to spawned workers: no processes in it
+
+    class ThirdStartFails(ctx.Process):
+        def start(self):
+            starts["n"] += 1
+            if starts["n"] == 3:
+                raise OSError("induced start failure")
+            super().start()
+
+    made = []
+
+    def make_process(*args, **kwargs):
+        made.append(ThirdStartFails(*args, **kwargs))
+        return made[-1]
+
+    duck = types.SimpleNamespace(Process=make_process, get_start_method=ctx.get_start_method)
+    with pytest.raises(OSError, match="induced start failure"):
+        nbproc.pool.Pool(4, context=duck)
+    assert len(made) == 3
+    assert [p.exitcode is not None for p in made[:2]] == [True, True]
+
+
+def test_duck_typed_context_like_cpythons_suite():
+    # CPython's test_release_unused_processes: a mock context whose Process objects have only
+    # start/terminate/join/is_alive; the stdlib's Pool uses nothing else on them when a start fails.
+    made = []
+
+    class FakeProcess:
+        def __init__(self, **kwargs):
+            self.name = "Fake Process"
+            self.state = None
+            made.append(self)
+
+        def start(self):
+            if len(made) > 2:
+                raise OSError("Manually induced OSError")
+            self.state = "started"
+
+        def terminate(self):
+            self.state = "stopping"
+
+        def join(self):
+            if self.state == "stopping":
+                self.state = "stopped"
+
+        def is_alive(self):
+            return self.state in ("started", "stopping")
+
+    with pytest.raises(OSError, match="Manually induced OSError"):
+        nbproc.pool.Pool(5, context=unittest.mock.MagicMock(Process=FakeProcess))
+    assert len(made) == 3 and not any(p.is_alive() for p in made)

@@ -335,3 +335,35 @@ def test_child_traceback_shows_the_scripts_file_and_line(tmp_path, start_method)
 
     assert tail(mine, "nbproc") == tail(results["multiprocessing"], "multiprocessing")
     assert mine.stdout == results["multiprocessing"].stdout == "exitcode 1\n"
+
+
+def test_cloudpickle_internals_are_where_nbproc_expects_them():
+    import io
+    import types
+
+    import cloudpickle
+    from cloudpickle import cloudpickle as internals
+
+    moved = [name for name in serialization.CLOUDPICKLE_INTERNALS if not hasattr(internals, name)]
+    assert not moved, (
+        f"cloudpickle {cloudpickle.__version__} no longer has {moved}, private internals nbproc's serializer "
+        "uses (nbproc.serialization.CLOUDPICKLE_INTERNALS): keep cloudpickle in the range pinned in "
+        "pyproject.toml, or port nbproc.serialization/_ctypes_classes to the new version"
+    )
+    # The reduction CloudPickler.reducer_override rewrites for __main__ functions.
+    namespace = {"__name__": "__main__"}
+    exec("def f(x):\n    return x + 1\n", namespace)
+    reduced = cloudpickle.Pickler(io.BytesIO()).reducer_override(namespace["f"])
+    shape_ok = (
+        isinstance(reduced, tuple)
+        and len(reduced) == 6
+        and reduced[0] is internals._make_function
+        and isinstance(reduced[1][0], types.CodeType)
+        and isinstance(reduced[1][1], dict)  # the base globals nbproc swaps for the child's __main__
+        and reduced[5] is internals._function_setstate
+    )
+    assert shape_ok, (
+        f"cloudpickle {cloudpickle.__version__} reduces a dynamic function differently "
+        f"({type(reduced).__name__} of {len(reduced) if isinstance(reduced, tuple) else '?'}): "
+        "nbproc's shared-__main__ rewrite in CloudPickler.reducer_override would silently stop applying"
+    )

@@ -96,3 +96,11 @@ def test_util_helpers_and_context_functions_share_the_logger():
     ]
     assert "[INFO/MainProcess] process shutting down" in lines  # the stdlib's own records, same logger
     assert not any("below DEBUG" in line for line in lines)
+
+
+def test_star_import_exports_what_the_stdlibs_does():
+    ours, theirs = {}, {}
+    exec("from nbproc.util import *", ours)
+    exec("from multiprocessing.util import *", theirs)
+    assert set(ours) == set(theirs)
+    assert all(ours[name] is theirs[name] for name in theirs if name != "__builtins__")

@@ -45,6 +45,25 @@ families = [None]
 _FINISHED = object()  # queued by close(): what the reader sees after the last message
 
 
+def _byte_range(length: int, offset: int, size: int | None) -> slice:
+    """The part of a ``length``-byte buffer that ``send_bytes(buf, offset, size)`` sends.
+
+    Invalid arguments raise ``ValueError`` with the messages of the stdlib's connections (the
+    first failed check in this order), so code and tests written against either see the same.
+    """
+    stop = length if size is None else offset + size
+    checks = (
+        (offset < 0, "offset is negative"),
+        (offset > length, "buffer length < offset"),
+        (size is not None and size < 0, "size is negative"),
+        (stop > length, "buffer length < offset + size"),
+    )
+    for failed, message in checks:
+        if failed:
+            raise ValueError(message)
+    return slice(offset, stop)
+
+
 def _is_buffer(obj: Any) -> bool:
     try:
         memoryview(obj).release()
@@ -184,18 +203,7 @@ class Connection:
             channel.put(buf)
             return
         with memoryview(buf) as view, view.cast("B") as data:
-            n = len(data)
-            if offset < 0:
-                raise ValueError("offset is negative")
-            if n < offset:
-                raise ValueError("buffer length < offset")
-            if size is None:
-                size = n - offset
-            elif size < 0:
-                raise ValueError("size is negative")
-            elif offset + size > n:
-                raise ValueError("buffer length < offset + size")
-            message = bytes(data[offset : offset + size])
+            message = bytes(data[_byte_range(len(data), offset, size)])
         channel.put(message)
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
