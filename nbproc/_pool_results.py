@@ -86,11 +86,15 @@ class _Job:
         self._label = label
         self._lock = threading.Lock()  # a ThreadPool sets results from several threads at once
         self._submitted = self._done = self._failed = 0
+        self._own: list[progress.Listener] = []  # this job's listeners (``progress=``)
         core.jobs[self._job] = self
         _output.note_job(self._job)  # in a kernel: this job's worker output goes to the current cell
 
     # -- progress ------------------------------------------------------------------------
-    def _emit(self, kind: str, items: int, finished: bool) -> None:
+    def _listening(self) -> bool:
+        return progress.listening(self._core.listeners, self._own)
+
+    def _emit(self, kind: str, items: int, finished: bool, reason: str = "") -> None:
         progress.deliver(
             self._core.listeners,
             progress.ProgressEvent(
@@ -104,14 +108,16 @@ class _Job:
                 failed=self._failed,
                 finished=finished,
                 pool=self._core.name,
+                reason=reason,
             ),
+            self._own,
         )
 
     def _note_submitted(self, items: int) -> None:
         """Called by the submitting thread after ``items`` items were queued."""
         with self._lock:
             self._submitted += items
-        if progress.listening(self._core.listeners):
+        if self._listening():
             self._emit("submitted", items, False)
 
     def _count(self, ok: bool, nitems: int) -> None:
@@ -125,10 +131,15 @@ class _Job:
 
     def _interrupted(self) -> None:
         """KeyboardInterrupt while waiting: stop the job's outstanding work, then let it propagate."""
-        self._core.cancel(self._job)
-        self._abort(TaskCancelledError(f"{self._label} was cancelled by KeyboardInterrupt"))
+        self._cancel("cancelled by KeyboardInterrupt")
 
-    def _abort(self, exc: BaseException) -> None:  # pragma: no cover - overridden
+    def _cancel(self, why: str) -> None:
+        """Stop the job's outstanding work now (queued tasks dropped, its running workers
+        replaced); waiters get :class:`TaskCancelledError`. Progress reports "interrupted"."""
+        self._core.cancel(self._job)
+        self._abort(TaskCancelledError(f"{self._label} was {why}"), reason="interrupted")
+
+    def _abort(self, exc: BaseException, reason: str = "terminated") -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
@@ -217,7 +228,7 @@ class ApplyResult(_Job):
                 _report_callback_error("error_callback")
         self._finish_registration()
         self._event.set()
-        if progress.listening(self._core.listeners):
+        if self._listening():
             self._emit("done" if self._success else "failed", self._recent, True)
 
     def _fail_job(self, exc: BaseException) -> None:
@@ -231,7 +242,7 @@ class ApplyResult(_Job):
             self._success, self._value = False, exc
         self._complete()
 
-    def _abort(self, exc: BaseException) -> None:
+    def _abort(self, exc: BaseException, reason: str = "terminated") -> None:
         """Fail the job now without running callbacks (pool terminated / job cancelled)."""
         with self._lock:
             if self._event.is_set():
@@ -241,8 +252,8 @@ class ApplyResult(_Job):
             self._success, self._value = False, exc
         self._finish_registration()
         self._event.set()
-        if progress.listening(self._core.listeners):
-            self._emit("cancelled", max(outstanding, 0), True)
+        if self._listening():
+            self._emit("cancelled", max(outstanding, 0), True, reason)
 
 
 AsyncResult = ApplyResult
@@ -286,7 +297,7 @@ class MapResult(ApplyResult):
         if last:
             self._recent = nitems
             self._complete()
-        elif progress.listening(self._core.listeners):
+        elif self._listening():
             self._emit("done" if ok else "failed", nitems, False)
 
 
@@ -349,6 +360,14 @@ class IMapIterator(_Job):
         room = getattr(self, "_room", None)
         if room is not None:
             room.close()  # an abandoned iterator releases its feeder thread
+        try:
+            stopped = self._aborted is None and (self._length is None or self._index < self._length)
+            if stopped and self._listening():
+                # Dropped before its input was read to the end (``buffersize``): no task of it
+                # remains (each holds the iterator), and no final event would ever come.
+                self._emit("cancelled", 0, True, "stopped")
+        except Exception:  # noqa: BLE001 - at interpreter exit, half-torn objects are expected
+            pass
 
     def __iter__(self) -> IMapIterator:
         return self
@@ -426,7 +445,7 @@ class IMapIterator(_Job):
             finished = self._index == self._length
         if finished:
             self._finish_registration()
-        if progress.listening(self._core.listeners):
+        if self._listening():
             self._emit("done" if ok else "failed", nitems, finished)
 
     def _place(self, index: int, entry: tuple[bool, Any]) -> None:
@@ -452,14 +471,14 @@ class IMapIterator(_Job):
                 self._cond.notify_all()
         if finished:
             self._finish_registration()
-            if progress.listening(self._core.listeners):
+            if self._listening():
                 self._emit("done", 0, True)
 
     def _fail_job(self, exc: BaseException) -> None:
         """The whole call failed before any task ran: ``next()`` raises ``exc`` once, then stops."""
-        self._abort(exc, kind="failed")
+        self._abort(exc, kind="failed", reason="")
 
-    def _abort(self, exc: BaseException, kind: str = "cancelled") -> None:
+    def _abort(self, exc: BaseException, kind: str = "cancelled", reason: str = "terminated") -> None:
         with self._cond:
             if self._aborted is not None or self._exhausted():
                 return
@@ -470,8 +489,8 @@ class IMapIterator(_Job):
         if self._room is not None:
             self._room.close()  # wake a feeder waiting for room
         self._finish_registration()
-        if progress.listening(self._core.listeners):
-            self._emit(kind, outstanding, True)
+        if self._listening():
+            self._emit(kind, outstanding, True, reason)
 
 
 class IMapUnorderedIterator(IMapIterator):
