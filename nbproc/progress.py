@@ -179,18 +179,26 @@ class Throttled:
                 return
             self._held[job] = event
             if job not in self._timers:
-                timer = threading.Timer(last + self.interval - now, self._flush, (job,))
-                timer.daemon = True
-                self._timers[job] = timer
-                timer.start()
+                self._schedule(job, last + self.interval - now)
+
+    def _schedule(self, job: int, delay: float) -> None:
+        timer = threading.Timer(delay, self._flush, (job,))
+        timer.daemon = True
+        self._timers[job] = timer
+        timer.start()
 
     def _flush(self, job: int) -> None:
         with self._lock:
             self._timers.pop(job, None)
-            event = self._held.pop(job, None)
-            if event is None or job in self._closed:
+            if job in self._closed or job not in self._held:
                 return
-            self._last[job] = time.monotonic()
+            now = time.monotonic()
+            wait = self._last.get(job, now - self.interval) + self.interval - now
+            if wait > 0:  # an event passed directly since this timer was set: wait for the rest
+                self._schedule(job, wait)
+                return
+            event = self._held.pop(job)
+            self._last[job] = now
             try:
                 self.listener(event)
             except Exception as exc:  # noqa: BLE001 - on the timer thread: report once, stop drawing
