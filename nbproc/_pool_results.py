@@ -227,9 +227,9 @@ class ApplyResult(_Job):
             except Exception:  # noqa: BLE001
                 _report_callback_error("error_callback")
         self._finish_registration()
-        self._event.set()
-        if self._listening():
+        if self._listening():  # before waiters wake: when get() returns, the bar is final
             self._emit("done" if self._success else "failed", self._recent, True)
+        self._event.set()
 
     def _fail_job(self, exc: BaseException) -> None:
         """The whole call failed before any task ran (its function could not be serialized)."""
@@ -251,9 +251,9 @@ class ApplyResult(_Job):
             self._failed += max(outstanding, 0)
             self._success, self._value = False, exc
         self._finish_registration()
-        self._event.set()
         if self._listening():
             self._emit("cancelled", max(outstanding, 0), True, reason)
+        self._event.set()
 
 
 AsyncResult = ApplyResult
@@ -350,6 +350,7 @@ class IMapIterator(_Job):
         self._current: list[Any] | None = None  # the chunk being yielded
         self._pos = 0
         self._index = 0  # tasks moved to _chunks
+        self._reported = 0  # tasks whose outcome arrived (placed or not)
         self._length: int | None = None  # number of tasks, once the input is exhausted
         self._unsorted: dict[int, tuple[bool, Any]] = {}
         self._aborted: BaseException | None = None
@@ -441,12 +442,21 @@ class IMapIterator(_Job):
             if self._aborted is not None:
                 return
             self._count(ok, nitems)
-            self._place(index, (ok, value))
-            finished = self._index == self._length
-        if finished:
-            self._finish_registration()
+            self._reported += 1
+            finished = self._reported == self._length
+            if not finished:
+                self._place(index, (ok, value))
+        if not finished:
+            if self._listening():
+                self._emit("done" if ok else "failed", nitems, False)
+            return
+        # The last outcome: the final event goes out before the consumer can take the last
+        # result, so a loop over the iterator ends with its bar already final.
         if self._listening():
-            self._emit("done" if ok else "failed", nitems, finished)
+            self._emit("done" if ok else "failed", nitems, True)
+        with self._cond:
+            self._place(index, (ok, value))
+        self._finish_registration()
 
     def _place(self, index: int, entry: tuple[bool, Any]) -> None:
         """Release results in input order: one that arrives early waits in ``_unsorted`` until
@@ -464,15 +474,18 @@ class IMapIterator(_Job):
         with self._cond:
             if self._aborted is not None:
                 return
-            self._length = length
             self._total = items
-            finished = self._index == length
-            if finished:
-                self._cond.notify_all()
-        if finished:
-            self._finish_registration()
-            if self._listening():
-                self._emit("done", 0, True)
+            finished = self._reported == length
+            if not finished:
+                self._length = length
+                return
+        # Every outcome is in: report the end before the consumer can see it.
+        if self._listening():
+            self._emit("done", 0, True)
+        with self._cond:
+            self._length = length
+            self._cond.notify_all()
+        self._finish_registration()
 
     def _fail_job(self, exc: BaseException) -> None:
         """The whole call failed before any task ran: ``next()`` raises ``exc`` once, then stops."""

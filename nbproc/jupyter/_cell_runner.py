@@ -44,6 +44,7 @@ class CellJob:
     body_line: int  #: line of the cell where the body starts (1-based)
     values: bytes  #: the notebook's names the body reads, with their values, serialized once
     n_workers: int
+    main_names: frozenset[str] = frozenset()  #: values to (over)write in the worker's ``__main__``
     targets: str | None = None  #: ``--map`` targets as written, e.g. ``"x, y"``
     compiled: Any = field(default=None, repr=False, compare=False)  #: worker-side cache
     loaded: Any = field(default=None, repr=False, compare=False)  #: worker-side cache of ``values``
@@ -135,6 +136,8 @@ def run_cell(job: CellJob, task: tuple[int, Any]) -> CellOutcome:
         try:
             body = "\n".join(job.source.splitlines()[job.body_line - 1 :])
             job.loaded = serialization.loads(job.values)  # e.g. a module the worker cannot import
+            main = sys.modules["__main__"].__dict__  # where the notebook's functions find their globals
+            main.update((name, job.loaded[name]) for name in job.main_names)
             job.compiled = split_body(body, job.filename, job.body_line)
         except Exception as exc:  # noqa: BLE001 - reported like an error of the body
             return CellOutcome(index, False, RuntimeError(repr(exc)), _format_error(exc), os.getpid())

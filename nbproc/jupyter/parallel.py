@@ -44,6 +44,7 @@ from typing import Any
 
 from .. import serialization
 from .._pool_results import TaskCancelledError
+from .._progress_display import listener_for
 from ..context import TimeoutError
 from ._cell_runner import CellJob, CellOutcome, run_cell
 
@@ -160,15 +161,60 @@ def names_read(tree: ast.AST) -> set[str]:
     return names
 
 
+def globals_used(values: dict[str, Any], namespace: dict[str, Any]) -> set[str]:
+    """Notebook names read, directly or through each other, by the notebook's functions and
+    classes among ``values``.
+
+    A pool worker keeps the notebook's functions in one ``__main__`` namespace (as the stdlib
+    does) where a global it already holds is not overwritten; ``%%parallel`` promises current
+    values, so these names are shipped too and installed there before the body runs.
+    """
+    found: set[str] = set()
+    todo = [v for v in values.values() if _is_notebook_definition(v)]
+    seen: set[int] = set()
+    while todo:
+        value = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        functions = [value] if not isinstance(value, type) else [v for v in vars(value).values() if callable(v)]
+        for func in functions:
+            code = getattr(func, "__code__", None)
+            if code is None:
+                continue
+            for name in _code_names(code):
+                if name in namespace and name not in found and _shippable(name):
+                    found.add(name)
+                    if _is_notebook_definition(namespace[name]):
+                        todo.append(namespace[name])
+    return found
+
+
+def _is_notebook_definition(value: Any) -> bool:
+    return callable(value) and getattr(value, "__module__", None) == "__main__"
+
+
+def _code_names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
 def _shippable(name: str) -> bool:
     return not (name in _IPYTHON_NAMES or _IPYTHON_HISTORY.fullmatch(name) or name.startswith("__"))
 
 
-def capture_values(names: set[str], namespace: dict[str, Any]) -> bytes:
-    """Serialize the current values of ``names`` found in ``namespace``; name the culprit on failure."""
+def capture_values(names: set[str], namespace: dict[str, Any]) -> tuple[bytes, frozenset[str]]:
+    """Serialize the current values of ``names`` found in ``namespace`` and of the globals the
+    notebook functions among them read; name the culprit on failure. Also returns the latter
+    names (to be installed in the workers' ``__main__``, see :func:`globals_used`)."""
     values = {name: namespace[name] for name in sorted(names) if name in namespace and _shippable(name)}
+    main_names = globals_used(values, namespace)
+    values.update((name, namespace[name]) for name in main_names)
     try:
-        return serialization.dumps(values)
+        return serialization.dumps(values), frozenset(main_names)
     except Exception:  # noqa: BLE001 - find which name, and say so
         for name, value in values.items():
             try:
@@ -401,17 +447,19 @@ def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
         except Exception as exc:  # noqa: BLE001 - reported as a usage problem of --map
             raise _usage(f"--map: evaluating {expr!r} failed: {type(exc).__name__}: {exc}") from None
         tasks = list(enumerate(items))
-        progress: Any = f"%%parallel --map {spec}"
+        progress = listener_for(True, f"%%parallel --map {spec}")  # --map always draws its bar
     else:
         tasks = [(i, None) for i in range(n)]
-        progress = None
+        progress = listener_for(None, f"%%parallel -n {n}") or False  # as nbproc.config says
     names -= {"worker_id", "n_workers"}
+    values, main_names = capture_values(names, shell.user_ns)
     job = CellJob(
         token=uuid.uuid4().hex,
         filename=filename,
         source=source,
         body_line=2,
-        values=capture_values(names, shell.user_ns),
+        values=values,
+        main_names=main_names,
         n_workers=n,
         targets=targets,
     )

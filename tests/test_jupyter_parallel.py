@@ -1,0 +1,241 @@
+"""``%%parallel`` in a real kernel (nbclient, fd capture off): every option, warm reuse, interrupt.
+
+One kernel runs the whole notebook below (about 15 s here); each cell prints what the test
+checks. What it shows:
+
+- names the body reads arrive by value with their *current* values (``scale`` changes between
+  two runs), including a cell-defined class, a lambda and a module imported under an alias;
+- ``--map`` over 100 items keeps input order, ``--map x, y in zip(...)`` unpacks, ``--out``;
+- a failing run shows its traceback with the cell's source line, labelled ``[i]``, while the
+  other runs' results stay in ``--out``; ``--fail-fast`` stops the others; ``--timeout`` stops
+  a run that exceeds it; ``--bg`` returns a handle at once;
+- a second cell on warm workers starts in well under the 50 ms target (the figure is printed,
+  the bound asserted is generous: this machine is shared);
+- nothing a body defines leaks into the next run;
+- an interrupt ends the cell at once, and the next cell reuses the same warm pool;
+- bad options raise a UsageError saying what is wrong; ``%parallel --status/--shutdown``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from _notebook import run_cells, text_of
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
+
+CELLS = [
+    # 0
+    """
+%load_ext nbproc
+import time
+import numpy as np
+import nbproc.jupyter.parallel as par
+scale = 10
+class Point:
+    def __init__(self, x):
+        self.x = x
+f = lambda v: v * scale
+""",
+    # 1
+    """%%parallel -n 2 --out first --start-method forkserver
+(worker_id, n_workers, f(worker_id), Point(worker_id).scaled if hasattr(Point, "scaled") else Point(worker_id).x,
+ int(np.arange(4).sum()))
+""",
+    # 2
+    """
+print("first", first)
+scale = 100
+pool = par.current_warm_pool()
+""",
+    # 3
+    """%%parallel -n 2 --out second
+f(worker_id)
+""",
+    # 4
+    """
+print("second", second, par.current_warm_pool() is pool)
+t0 = time.perf_counter()
+r = get_ipython().run_cell_magic("parallel", "-n 2", "worker_id")
+warm_ms = (time.perf_counter() - t0) * 1000
+t0 = time.perf_counter()
+pool.map(abs, [1, 2])
+bare_ms = (time.perf_counter() - t0) * 1000
+print(f"warm {warm_ms:.1f} ms, bare map {bare_ms:.1f} ms", r)
+""",
+    # 5
+    """%%parallel --map x in range(100) --out squares
+x * x
+""",
+    # 6
+    """
+print("squares", squares == [x * x for x in range(100)])
+a, b = [1, 2, 3], [10, 20, 30]
+""",
+    # 7
+    """%%parallel -n 2 --map x, y in zip(a, b)
+x + y
+""",
+    # 8
+    """%%parallel -n 3 --out partial
+if worker_id == 1:
+    1 / 0
+worker_id
+""",
+    # 9
+    """
+print("partial", partial[0], type(partial[1]).__name__, partial[2])
+t0 = time.perf_counter()
+""",
+    # 10
+    """%%parallel -n 3 --fail-fast --out ff
+import time
+if worker_id == 0:
+    raise ValueError("first to fail")
+time.sleep(30)
+""",
+    # 11
+    """
+print("fail-fast", round(time.perf_counter() - t0) < 15, [type(v).__name__ for v in ff])
+t0 = time.perf_counter()
+""",
+    # 12
+    """%%parallel -n 2 --timeout 1 --out slow
+import time
+time.sleep(0.1 if worker_id == 0 else 30)
+worker_id
+""",
+    # 13
+    """
+print("timeout", round(time.perf_counter() - t0) < 15, slow[0], type(slow[1]).__name__)
+t0 = time.perf_counter()
+""",
+    # 14
+    """%%parallel -n 2 --bg
+import time
+time.sleep(1)
+worker_id * 7
+""",
+    # 15
+    """
+handle = _
+print("bg returned at once", time.perf_counter() - t0 < 1.0, handle.ready())
+print("bg", handle.get(timeout=60), handle.ready())
+""",
+    # 16
+    """%%parallel -n 2
+leak = "defined in a run"
+worker_id
+""",
+    # 17
+    """%%parallel -n 2
+try:
+    leak
+except NameError:
+    result = "no leak"
+result
+""",
+    # 18
+    """
+pool = par.current_warm_pool()
+t0 = time.perf_counter()
+""",
+    # 19
+    """%%parallel -n 2
+import time
+time.sleep(60)
+""",
+    # 20
+    """
+print("interrupted within", round(time.perf_counter() - t0), "s")
+""",
+    # 21
+    """%%parallel -n 2 --out again
+worker_id
+""",
+    # 22
+    """
+print("after interrupt", again, par.current_warm_pool() is pool)
+doc = get_ipython().find_cell_magic("parallel").__doc__
+print("doc", all(opt in doc for opt in ("-n", "--map", "--out", "--start-method", "--timeout", "--fail-fast",
+                                      "--bg", "--status", "--shutdown", "--cluster")))
+""",
+    # 23
+    "%%parallel --bogus\n1",
+    # 24
+    "%%parallel --cluster tcp://127.0.0.1:8786\n1",
+    # 25
+    "%%parallel --map nothing here\n1",
+    # 26
+    "%%parallel -n 2\nopen_file\n",
+    # 27
+    "open_file = open(__file__ if '__file__' in dir() else 'x.txt', 'w')",
+    # 28
+    "%%parallel -n 2\nopen_file\n",
+    # 29
+    "%parallel --status",
+    # 30
+    "%parallel --shutdown",
+    # 31
+    "%parallel --status",
+]
+
+INTERRUPTED = 19
+ERRORS = {8, 10, 12, 23, 24, 25, 26, 28}
+
+
+def _error(cell):
+    errors = [o for o in cell.outputs if o.output_type == "error"]
+    usage = [o for o in cell.outputs if o.get("name") == "stderr" and "UsageError" in o.get("text", "")]
+    return errors[0] if errors else (usage[0] if usage else None)
+
+
+def test_parallel_magic_in_a_kernel(tmp_path):
+    started = time.monotonic()
+    nb = run_cells(CELLS, tmp_path, interrupt={INTERRUPTED: 3.0}, errors=ERRORS)
+    out = {i: text_of(c) for i, c in enumerate(nb.cells)}
+
+    # current values, by value: class, lambda, alias-imported module
+    assert "first [(0, 2, 0, 0, 6), (1, 2, 10, 1, 6)]" in out[2], out[2]
+    assert "second [0, 100] True" in out[4], out[4]
+    warm = re.search(r"warm ([\d.]+) ms, bare map ([\d.]+) ms \[0, 1\]", out[4])
+    assert warm, out[4]
+    print(f"\n%%parallel -n 2 on warm workers: {warm[1]} ms (bare Pool.map of 2 tasks: {warm[2]} ms)")
+    assert float(warm[1]) < 1000  # target < 50 ms; generous on a shared machine
+
+    # --map: order, progress bar, unpacking
+    assert "squares True" in out[6]
+    assert any(o.output_type == "display_data" and "100/100" in o.data["text/plain"] for o in nb.cells[5].outputs)
+    assert nb.cells[7].outputs[-1].data["text/plain"] == "[11, 22, 33]"
+
+    # a failing run: labelled traceback with the cell's source line; the others' results kept
+    error = _error(nb.cells[8])
+    assert error.ename == "ParallelError" and "1 of 3 runs failed" in error.evalue
+    tb = "\n".join(error.traceback)
+    assert "[1] ---" in tb and "1 / 0" in tb and "line 3" in tb and "ZeroDivisionError" in tb, tb
+    assert "partial 0 ZeroDivisionError 2" in out[9], out[9]
+
+    assert "fail-fast True ['ValueError', 'TaskCancelledError', 'TaskCancelledError']" in out[11], out[11]
+    assert "timeout True 0 TimeoutError" in out[13], out[13]
+    assert "bg returned at once True False" in out[15] and "bg [0, 7] True" in out[15], out[15]
+    assert nb.cells[17].outputs[-1].data["text/plain"] == "['no leak', 'no leak']"
+
+    # interrupt: the cell ends at once, the warm pool is reused afterwards
+    assert any(o.output_type == "error" and o.ename == "KeyboardInterrupt" for o in nb.cells[INTERRUPTED].outputs)
+    seconds = int(re.search(r"interrupted within (\d+) s", out[20])[1])
+    assert seconds <= 3 + 5, out[20]  # interrupted after 3 s; the cell ends promptly
+    assert "after interrupt [0, 1] True" in out[22] and "doc True" in out[22], out[22]
+
+    # usage errors say what is wrong
+    assert "unrecognized arguments: --bogus" in _error(nb.cells[23])["text"]
+    assert "--cluster is reserved" in _error(nb.cells[24])["text"]
+    assert "--map expects" in _error(nb.cells[25])["text"]
+    error = _error(nb.cells[26])  # not defined in the notebook: NameError in the workers
+    assert error.ename == "ParallelError" and "NameError" in error.evalue
+    assert "cannot send `open_file`" in _error(nb.cells[28])["text"]
+
+    assert "forkserver" in nb.cells[29].outputs[-1].data["text/html"]
+    assert "stopped the warm pool" in out[30] and "no warm pool" in out[31]
+    print(f"kernel run took {time.monotonic() - started:.1f} s")
