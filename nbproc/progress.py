@@ -41,7 +41,9 @@ Cost when nobody listens: one truth test of two lists per event site (see ``list
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import os
 import sys
 import threading
 import time
@@ -49,6 +51,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TextIO
 
 __all__ = [
@@ -141,7 +144,7 @@ class Throttled:
 
     Always passed: a job's first event, its final one (``finished``) and ``worker_lost``.
     An event skipped because it came too soon is kept, and delivered when the interval ends
-    unless a newer one has replaced it (a timer thread, at most one per job at a time), so a
+    unless a newer one has replaced it (by one timer thread shared by every bar), so a
     burst of results followed by a quiet spell still shows its last count. Events carry
     running totals, so skipping intermediate ones loses nothing a bar needs. Delivery happens
     under a lock, so the final event is always the last one the listener sees.
@@ -153,7 +156,7 @@ class Throttled:
         self._lock = threading.Lock()
         self._last: dict[int, float] = {}  # job -> when it was last passed on
         self._held: dict[int, ProgressEvent] = {}  # job -> the newest event not passed on yet
-        self._timers: dict[int, threading.Timer] = {}
+        self._scheduled: set[int] = set()  # jobs with a flush pending on the timer thread
         self._closed: set[int] = set()
 
     def __repr__(self) -> str:
@@ -178,24 +181,22 @@ class Throttled:
                 self.listener(event)
                 return
             self._held[job] = event
-            if job not in self._timers:
-                self._schedule(job, last + self.interval - now)
+            if job not in self._scheduled:
+                self._schedule(job, last + self.interval)
 
-    def _schedule(self, job: int, delay: float) -> None:
-        timer = threading.Timer(delay, self._flush, (job,))
-        timer.daemon = True
-        self._timers[job] = timer
-        timer.start()
+    def _schedule(self, job: int, due: float) -> None:
+        self._scheduled.add(job)
+        _timer.call_at(due, partial(self._flush, job))
 
     def _flush(self, job: int) -> None:
         with self._lock:
-            self._timers.pop(job, None)
+            self._scheduled.discard(job)
             if job in self._closed or job not in self._held:
                 return
             now = time.monotonic()
-            wait = self._last.get(job, now - self.interval) + self.interval - now
-            if wait > 0:  # an event passed directly since this timer was set: wait for the rest
-                self._schedule(job, wait)
+            due = self._last.get(job, now - self.interval) + self.interval
+            if due > now:  # an event passed directly since this flush was planned: wait for the rest
+                self._schedule(job, due)
                 return
             event = self._held.pop(job)
             self._last[job] = now
@@ -207,10 +208,56 @@ class Throttled:
 
     def _forget(self, job: int) -> None:
         self._last.pop(job, None)
-        self._held.pop(job, None)
-        timer = self._timers.pop(job, None)
-        if timer is not None:
-            timer.cancel()
+        self._held.pop(job, None)  # a pending flush then finds nothing to do
+
+
+class _Timer:
+    """One daemon thread running the delayed flushes of every :class:`Throttled`.
+
+    Why one shared thread: starting a thread per job (``threading.Timer``) costs about as
+    much as a short ``map`` itself. Calls run in due order; a call that raises is reported and
+    the thread goes on. Started on first use, and again in a forked child (threads do not
+    survive a fork).
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state (also in a forked child: the lock may have been held by the parent's thread)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._due: list[tuple[float, int, Callable[[], Any]]] = []
+        self._order = itertools.count()
+        self._pid = -1
+
+    def call_at(self, due: float, call: Callable[[], Any]) -> None:
+        with self._cond:
+            heapq.heappush(self._due, (due, next(self._order), call))
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="nbproc-progress-timer", daemon=True).start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._due:
+                        self._cond.wait()
+                        continue
+                    wait = self._due[0][0] - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                _, _, call = heapq.heappop(self._due)
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - one broken display must not stop the others' flushes
+                traceback.print_exc()
+
+
+_timer = _Timer()
+os.register_at_fork(after_in_child=_timer._reset)
 
 
 class Batch:
