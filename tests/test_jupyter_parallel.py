@@ -214,7 +214,8 @@ def test_parallel_magic_in_a_kernel(tmp_path):
     error = _error(nb.cells[8])
     assert error.ename == "ParallelError" and "1 of 3 runs failed" in error.evalue
     tb = "\n".join(error.traceback)
-    assert "[1] ---" in tb and "1 / 0" in tb and "line 3" in tb and "ZeroDivisionError" in tb, tb
+    assert "[1] ---" in tb and "Cell In[9]" in tb and ", line 3" in tb and "1 / 0" in tb and "ZeroDivisionError" in tb, tb
+    assert "_cell_runner" not in tb, tb  # the traceback starts in the cell
     assert "partial 0 ZeroDivisionError 2" in out[9], out[9]
 
     assert "fail-fast True ['ValueError', 'TaskCancelledError', 'TaskCancelledError']" in out[11], out[11]

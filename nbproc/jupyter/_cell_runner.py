@@ -7,15 +7,16 @@ Imported in workers, so it imports neither IPython nor ipywidgets. What crosses 
     CellJob(source, names' values, targets...)  -- sent once per worker as the task function
     (index, item) per task                      -->  run_cell(job, task)
                                                        exec the body in a fresh namespace
-    CellOutcome(index, ok, value | error text)  <--    (stdout/stderr lines prefixed "[i] ")
+    CellOutcome(index, ok, value | error+carrier) <--  (stdout/stderr lines prefixed "[i] ")
 
 Every task runs in a fresh namespace holding only the names the notebook shipped (so nothing
 defined by one run leaks into the next), ``worker_id``, ``n_workers`` and, with ``--map``,
 the item's targets. The job (holding the shipped values, serialized once by the kernel) is
 the pool task's function, so the pool sends it once per worker, and the worker decodes and
-compiles it once per run. The body is compiled under a filename whose lines are put in the
-worker's ``linecache``, with line numbers of the cell, so a traceback formatted here shows
-the cell's source lines — formatted in the worker, sent back as text.
+compiles it once per run. The body is compiled under the cell's filename (the one the kernel
+registered for it) with line numbers of the cell, and its lines go into the worker's
+``linecache`` too. An error travels as :mod:`nbproc.remote_error`'s carrier (frames + the
+worker's text), which the kernel renders as ``Cell In[N], line L`` with the cell's source.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import ast
 import builtins
 import linecache
 import sys
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from ..remote_error import RemoteErrorCarrier, capture
 
 __all__ = ["CellJob", "CellOutcome", "run_cell", "split_body"]
 
@@ -57,12 +59,12 @@ class CellJob:
 
 @dataclass
 class CellOutcome:
-    """One task's result: the body's last expression value, or its error formatted in the worker."""
+    """One task's result: the body's last expression value, or its error and the error's carrier."""
 
     index: int
     ok: bool
-    value: Any = None  #: the last expression's value (ok), or the exception if it could be sent
-    text: str = ""  #: the formatted traceback (not ok)
+    value: Any = None  #: the last expression's value (ok), or the exception (a stand-in if it cannot be sent)
+    carrier: RemoteErrorCarrier | None = None  #: the error's frames and text (not ok)
     pid: int = 0
 
 
@@ -116,12 +118,21 @@ class _Prefixed:
         return getattr(self._stream, name)
 
 
-def _format_error(exc: BaseException) -> str:
-    """The traceback without this module's frame: it starts in the cell."""
+def _failure(index: int, exc: BaseException) -> CellOutcome:
+    """The outcome of a run that raised; the traceback starts in the cell, not in this module."""
+    import os
+
+    from .. import serialization
+
     tb = exc.__traceback__
     if tb is not None and tb.tb_frame.f_code is run_cell.__code__:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+        exc = exc.with_traceback(tb.tb_next)
+    carrier = capture(exc)
+    try:
+        serialization.dumps(exc)  # it may hold something unpicklable: then a stand-in goes back
+    except Exception:  # noqa: BLE001
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    return CellOutcome(index, False, exc, carrier, os.getpid())
 
 
 def run_cell(job: CellJob, task: tuple[int, Any]) -> CellOutcome:
@@ -140,7 +151,7 @@ def run_cell(job: CellJob, task: tuple[int, Any]) -> CellOutcome:
             main.update((name, job.loaded[name]) for name in job.main_names)
             job.compiled = split_body(body, job.filename, job.body_line)
         except Exception as exc:  # noqa: BLE001 - reported like an error of the body
-            return CellOutcome(index, False, RuntimeError(repr(exc)), _format_error(exc), os.getpid())
+            return _failure(index, exc)
     statements, expression = job.compiled
     namespace: dict[str, Any] = {"__name__": "__parallel__", "__builtins__": builtins}
     namespace.update(job.loaded)
@@ -156,12 +167,7 @@ def run_cell(job: CellJob, task: tuple[int, Any]) -> CellOutcome:
         exec(statements, namespace)  # noqa: S102 - running the user's cell is the point
         value = eval(expression, namespace) if expression is not None else None  # noqa: S307
     except BaseException as exc:  # noqa: BLE001 - reported to the notebook, labelled with the worker
-        text = _format_error(exc)
-        try:
-            serialization.dumps(exc)  # it may hold something unpicklable: then only its text goes back
-        except Exception:  # noqa: BLE001
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return CellOutcome(index, False, exc, text, os.getpid())
+        return _failure(index, exc)
     finally:
         try:
             sys.stdout.flush()

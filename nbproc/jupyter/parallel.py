@@ -43,9 +43,10 @@ from functools import partial
 from typing import Any
 
 from .. import serialization
-from .._pool_results import TaskCancelledError
 from .._progress_display import listener_for
 from ..context import TimeoutError
+from ..exceptions import TaskCancelledError
+from ..remote_error import RemoteErrorCarrier, attach, render
 from ._cell_runner import CellJob, CellOutcome, run_cell
 
 __all__ = ["ParallelError", "ParallelRun", "register", "shutdown_warm_pool", "warm_pool", "PARALLEL_DOC"]
@@ -267,14 +268,16 @@ class ParallelError(Exception):
     cell's source lines — labelled with its worker (``[i]``).
     """
 
-    def __init__(self, message: str, results: list[Any], tracebacks: dict[int, str]) -> None:
+    def __init__(self, message: str, results: list[Any], tracebacks: dict[int, RemoteErrorCarrier | str]) -> None:
         super().__init__(message)
         self.results = results
         self.tracebacks = tracebacks
 
     def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of this exception's own traceback (the magic's internals)."""
         lines: list[str] = []
-        for index, text in sorted(self.tracebacks.items()):
+        for index, carrier in sorted(self.tracebacks.items()):
+            text = carrier if isinstance(carrier, str) else render(carrier)
             lines.append(f"[{index}] " + "-" * 60)
             lines.extend(text.rstrip("\n").splitlines())
         lines.append(f"{type(self).__name__}: {self}")
@@ -300,7 +303,7 @@ class ParallelRun:
         self.pool = pool
         self.size = len(tasks)
         self.results: list[Any] = [None] * self.size
-        self.tracebacks: dict[int, str] = {}
+        self.tracebacks: dict[int, RemoteErrorCarrier | str] = {}  # failed runs' errors, rendered when shown
         self.pids: dict[int, int] = {}
         self.elapsed: float | None = None
         self._timeout = timeout
@@ -395,10 +398,12 @@ class ParallelRun:
             self.tracebacks[index] = f"{type(exc).__name__}: {exc}\n"
 
     def _record(self, outcome: CellOutcome) -> None:
-        self.results[outcome.index] = outcome.value
         self.pids[outcome.index] = outcome.pid
-        if not outcome.ok:
-            self.tracebacks[outcome.index] = outcome.text
+        if outcome.ok:
+            self.results[outcome.index] = outcome.value
+            return
+        self.results[outcome.index] = attach(outcome.value, outcome.carrier)  # __cause__: the worker's traceback
+        self.tracebacks[outcome.index] = outcome.carrier or f"{type(outcome.value).__name__}: {outcome.value}\n"
 
 
 def _timed_out(seconds: float, index: int) -> BaseException:
@@ -407,6 +412,18 @@ def _timed_out(seconds: float, index: int) -> BaseException:
 
 def _stopped_by_fail_fast(index: int) -> BaseException:
     return TaskCancelledError(f"run [{index}] was stopped by --fail-fast")
+
+
+def _cell_filename(shell: Any, source: str, count: int) -> str:
+    """A filename for the cell whose lines the kernel knows and labels ``Cell In[N]``.
+
+    IPython's compiler cache is the kernel's own registry of cell sources (linecache) and
+    labels; the magic's cell is registered there as written, magic line included.
+    """
+    compiler = getattr(shell, "compile", None)
+    if compiler is not None and hasattr(compiler, "cache"):
+        return compiler.cache(source, count)
+    return f"<%%parallel In[{count}]-{uuid.uuid4().hex[:6]}>"
 
 
 def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
@@ -429,9 +446,9 @@ def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
     method = options.start_method or get_start_method()
     if method not in get_all_start_methods():
         raise _usage(f"--start-method must be one of {', '.join(get_all_start_methods())}, not {method!r}")
-    count = getattr(shell, "execution_count", 0)
-    filename = f"<%%parallel In[{count}]-{uuid.uuid4().hex[:6]}>"
+    count = getattr(shell, "execution_count", 1) - 1  # IPython counts the cell before running it
     source = f"%%parallel {line}\n{cell}"
+    filename = _cell_filename(shell, source, count)
     try:
         tree = ast.parse(cell, filename)
     except SyntaxError as exc:
