@@ -365,7 +365,7 @@ class Pool:
     ) -> ApplyResult:
         """Call ``func(*args, **kwds)`` in a worker; returns an :class:`AsyncResult` at once.
 
-        ``progress``: see :mod:`nbproc._progress_display`; pass one
+        ``progress``: as for :meth:`map`; pass one
         :class:`nbproc.progress.Batch` to many calls for one bar over all of them.
         """
         return self._apply_async(
@@ -396,8 +396,11 @@ class Pool:
     ) -> list[Any]:
         """``list(map(func, iterable))`` computed by the workers, in chunks.
 
-        ``progress`` (keyword-only): ``True``, ``False``, a label or a listener — see
-        :mod:`nbproc._progress_display`; the bar counts items, whatever the chunksize.
+        ``progress`` (keyword-only): ``True`` (a bar), ``False`` (none), a label (a bar with
+        that title), a callable (receives every :class:`~nbproc.progress.ProgressEvent` of
+        this call) or left out (:data:`nbproc.config.progress` decides: off in a script). The
+        bar is a widget in a notebook kernel, a text line on stderr elsewhere, and counts
+        items, whatever the chunksize.
 
         Blocks without a time limit until every chunk is back (on error, raises the first
         error once all chunks are done); a KeyboardInterrupt while waiting cancels the

@@ -150,7 +150,7 @@ class Throttled:
     under a lock, so the final event is always the last one the listener sees.
     """
 
-    def __init__(self, listener: Listener, interval: float) -> None:
+    def __init__(self, listener: Callable[[ProgressEvent], Any], interval: float) -> None:
         self.listener = listener
         self.interval = interval
         self._lock = threading.Lock()
@@ -273,7 +273,9 @@ class Batch:
 
     _ids = itertools.count(-2, -1)  # negative: never equal to a real job's id (those count up from 0)
 
-    def __init__(self, label: str = "batch", display: Listener | None = None, *, total: int | None = None) -> None:
+    def __init__(
+        self, label: str = "batch", display: Callable[[ProgressEvent], Any] | None = None, *, total: int | None = None
+    ) -> None:
         self.label = label
         self.total = total
         self._display = display
