@@ -260,6 +260,12 @@ _timer = _Timer()
 os.register_at_fork(after_in_child=_timer._reset)
 
 
+def call_later(delay: float, call: Callable[[], Any]) -> None:
+    """Run ``call()`` on the shared progress timer thread after ``delay`` seconds (no thread
+    per call: displays use it, e.g. to show a bar once a job has run for a while)."""
+    _timer.call_at(time.monotonic() + delay, call)
+
+
 class Batch:
     """One bar for several calls: pass the same ``Batch`` as ``progress=`` to each of them.
 

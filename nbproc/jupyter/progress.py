@@ -9,7 +9,9 @@ Data flow (all in the kernel process)::
         captures the cell's parent header
                                     Throttled -> WidgetProgress(event)
                                       first event: show now (delay 0) ------> or after `delay`
-                                      later events: update the widget model      (automatic mode)
+                                      later events: update the widget model      (automatic mode;
+                                                                                  the shared
+                                                                                  progress timer)
                                       final event: end state + update_display
 
 Why it works while the cell blocks: a widget's model changes are comm messages that
@@ -35,7 +37,7 @@ from typing import Any
 
 import ipywidgets
 
-from ..progress import ProgressEvent
+from ..progress import ProgressEvent, call_later
 
 __all__ = ["WidgetProgress", "format_status"]
 
@@ -124,9 +126,7 @@ class WidgetProgress:
             if self._started is None:
                 self._started = time.monotonic()
                 if self.delay > 0 and not event.finished:
-                    timer = threading.Timer(self.delay, self._show_late)
-                    timer.daemon = True
-                    timer.start()
+                    call_later(self.delay, self._show_late)
             self._latest = event
             if event.finished:
                 self._ended = True
