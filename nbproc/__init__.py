@@ -37,8 +37,6 @@ from .exceptions import InitializerError, TaskCancelledError, WorkerLostError  #
 
 __all__ += ["WorkerLostError", "InitializerError", "TaskCancelledError"]
 
-from . import config  # noqa: E402, F401 - ``nbproc.config.set(progress=...)`` without a further import
-
 SUBDEBUG = 5
 SUBWARNING = 25
 

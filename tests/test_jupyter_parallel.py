@@ -15,7 +15,8 @@ checks. What it shows:
 - an interrupt ends the cell at once, and the next cell reuses the same warm pool;
 - a run's output lines are prefixed with its worker (``[0] hello``; shown with fork, whose
   children's output reaches the cell without nbproc's forwarding);
-- bad options raise a UsageError saying what is wrong; ``%parallel --status/--shutdown``.
+- bad options raise a UsageError saying what is wrong; ``%parallel --status/--shutdown``;
+  ``%unload_ext nbproc`` removes the magic and turns automatic progress off again.
 """
 
 from __future__ import annotations
@@ -196,6 +197,10 @@ print("doc", all(opt in doc for opt in ("-n", "--map", "--out", "--start-method"
     "%parallel --shutdown",
     # 32
     "%parallel --status",
+    # 33
+    """%unload_ext nbproc
+import nbproc
+print("unloaded", nbproc.config.progress, get_ipython().find_cell_magic("parallel"))""",
 ]
 
 INTERRUPTED = 19
@@ -261,4 +266,5 @@ def test_parallel_magic_in_a_kernel(tmp_path):
 
     assert "forkserver" in nb.cells[30].outputs[-1].data["text/html"]
     assert "stopped the warm pool" in out[31] and "no warm pool" in out[32]
+    assert "unloaded off None" in out[33], out[33]
     print(f"kernel run took {time.monotonic() - started:.1f} s")
