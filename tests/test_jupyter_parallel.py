@@ -44,12 +44,12 @@ f = lambda v: v * scale
 """,
     # 1
     """%%parallel -n 2 --out first --start-method forkserver
-(worker_id, n_workers, f(worker_id), Point(worker_id).scaled if hasattr(Point, "scaled") else Point(worker_id).x,
- int(np.arange(4).sum()))
+import os
+(worker_id, n_workers, f(worker_id), Point(worker_id).x, int(np.arange(4).sum()), os.getpid())
 """,
     # 2
     """
-print("first", first)
+print("first", [r[:-1] for r in first], "distinct workers:", len({r[-1] for r in first}))
 scale = 100
 pool = par.current_warm_pool()
 """,
@@ -219,7 +219,7 @@ def test_parallel_magic_in_a_kernel(tmp_path):
     out = {i: text_of(c) for i, c in enumerate(nb.cells)}
 
     # current values, by value: class, lambda, alias-imported module
-    assert "first [(0, 2, 0, 0, 6), (1, 2, 10, 1, 6)]" in out[2], out[2]
+    assert "first [(0, 2, 0, 0, 6), (1, 2, 10, 1, 6)] distinct workers: 2" in out[2], out[2]
     assert "second [0, 100] True" in out[4], out[4]
     warm = re.search(r"warm ([\d.]+) ms, bare map ([\d.]+) ms \[0, 1\]", out[4])
     assert warm, out[4]

@@ -40,7 +40,6 @@ ITEM_NAME = "__nbproc_item__"
 class CellJob:
     """What every task of one ``%%parallel`` run needs: sent once per worker, as its function."""
 
-    token: str  #: unique per run: the worker compiles the body once per token
     filename: str  #: the "file" of the cell in tracebacks, e.g. ``<%%parallel In[3]>``
     source: str  #: the whole cell (magic line included), for linecache
     body_line: int  #: line of the cell where the body starts (1-based)

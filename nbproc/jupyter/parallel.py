@@ -406,6 +406,25 @@ class ParallelRun:
         self.tracebacks[outcome.index] = outcome.carrier or f"{type(outcome.value).__name__}: {outcome.value}\n"
 
 
+# How long a run waits for a new pool's workers to be up before submitting anyway: far longer
+# than a spawn start-up on a loaded machine; a pool whose workers cannot start fails its tasks
+# by itself, so this bounds only how long "once per worker" is insisted upon.
+READY_WAIT = 60.0
+
+
+def _wait_until_ready(pool: Any, n: int) -> None:
+    """Wait until the pool's ``n`` workers are all up, so that the ``n`` runs go one to each
+    worker (the pool gives a task to an idle worker first, and a worker that is still starting
+    is not idle); instant on a warm pool. Workers busy with a ``--bg`` run are not waited for.
+    KeyboardInterrupt while waiting propagates (nothing was submitted)."""
+    deadline = time.monotonic() + READY_WAIT
+    while time.monotonic() < deadline:
+        workers = pool.statistics().workers
+        if len(workers) >= n and not any(w.state == "starting" for w in workers):
+            return
+        time.sleep(0.005)
+
+
 def _timed_out(seconds: float, index: int) -> BaseException:
     return TimeoutError(f"run [{index}] exceeded --timeout {seconds:g}s and its worker was stopped")
 
@@ -440,7 +459,6 @@ def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
     if options.out is not None and not options.out.isidentifier():
         raise _usage(f"--out needs a variable name, not {options.out!r}")
     from .. import get_all_start_methods, get_start_method
-    from .._pool_workers import RUN
     from ..pool import _cpu_count
 
     method = options.start_method or get_start_method()
@@ -471,7 +489,6 @@ def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
     names -= {"worker_id", "n_workers"}
     values, main_names = capture_values(names, shell.user_ns)
     job = CellJob(
-        token=uuid.uuid4().hex,
         filename=filename,
         source=source,
         body_line=2,
@@ -481,7 +498,8 @@ def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
         targets=targets,
     )
     pool = warm_pool(n, method)
-    assert pool._state == RUN
+    if spec is None:
+        _wait_until_ready(pool, n)
     run = ParallelRun(pool, job, tasks, timeout=options.timeout, fail_fast=options.fail_fast, progress=progress)
     return run, options
 
