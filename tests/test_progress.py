@@ -237,7 +237,7 @@ def test_statistics_and_views(pool):
 
 
 def test_statistics_see_running_and_queued_tasks(pool):
-    result = pool.map_async(time.sleep, [0.5] * 4, chunksize=1)
+    result = pool.map_async(time.sleep, [0.3] * 4, chunksize=1)
     deadline = time.monotonic() + 10
     while pool.statistics().running < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
