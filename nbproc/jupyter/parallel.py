@@ -80,7 +80,8 @@ Options:
   --cluster ADDRESS    reserved for Dask clusters; not available yet
 
 Workers stay warm between cells: the pool starts on first use and is reused by later
-cells with the same -n and --start-method.
+cells with the same -n and --start-method; a cell with another size or method replaces it
+(a --bg run still going on the old pool is then stopped).
 """
 
 _OPTIONS_AFTER_MAP = re.compile(
