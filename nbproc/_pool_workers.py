@@ -535,7 +535,7 @@ class ProcessCore:
             running += held > 0
             queued += max(held - 1, 0)
             state = "starting" if not slot.ready else ("busy" if held else "idle")
-            alive = slot.process.exitcode is None if not self._shut_down else False
+            alive = not self._shut_down and slot.fd >= 0  # not exitcode: its waitpid would race the pool thread's
             workers.append(WorkerStatistics(slot.pid, slot.process.name, state, alive, slot.done))
         return PoolStatistics(
             name=self.name,
