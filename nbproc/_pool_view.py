@@ -28,7 +28,7 @@ def stats_text(stats: PoolStatistics) -> str:
     """One summary line, then one line per worker."""
     lines = [_summary(stats)]
     for w in stats.workers:
-        lines.append(f"  pid {w.pid:>7}  {w.state:<8} {'alive' if w.alive else 'dead':<5} {w.tasks_done} tasks done")
+        lines.append(f"  pid {w.pid}: {w.state}, {'alive' if w.alive else 'dead'}, {w.tasks_done} tasks done")
     return "\n".join(lines)
 
 

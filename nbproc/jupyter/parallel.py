@@ -49,7 +49,7 @@ from ..exceptions import TaskCancelledError
 from ..remote_error import RemoteErrorCarrier, attach, render
 from ._cell_runner import CellJob, CellOutcome, run_cell
 
-__all__ = ["ParallelError", "ParallelRun", "register", "shutdown_warm_pool", "warm_pool", "PARALLEL_DOC"]
+__all__ = ["ParallelError", "ParallelRun", "register", "shutdown_warm_pool", "warm_pool"]
 
 PARALLEL_DOC = """Run the cell's body in warm worker processes (nbproc).
 
