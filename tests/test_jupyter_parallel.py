@@ -13,8 +13,8 @@ checks. What it shows:
   the bound asserted is generous: this machine is shared);
 - nothing a body defines leaks into the next run;
 - an interrupt ends the cell at once, and the next cell reuses the same warm pool;
-- a run's output lines are prefixed with its worker (``[0] hello``; shown with fork, whose
-  children's output reaches the cell without nbproc's forwarding);
+- a run's output lines reach the cell prefixed with its worker (``[0] hello``), under
+  forkserver (nbproc's output forwarding) and fork;
 - bad options raise a UsageError saying what is wrong; ``%parallel --status/--shutdown``;
   ``%unload_ext nbproc`` removes the magic and turns automatic progress off again.
 """
@@ -55,6 +55,7 @@ pool = par.current_warm_pool()
 """,
     # 3
     """%%parallel -n 2 --out second
+print("streamed from", worker_id)
 f(worker_id)
 """,
     # 4
@@ -221,6 +222,8 @@ def test_parallel_magic_in_a_kernel(tmp_path):
     # current values, by value: class, lambda, alias-imported module
     assert "first [(0, 2, 0, 0, 6), (1, 2, 10, 1, 6)] distinct workers: 2" in out[2], out[2]
     assert "second [0, 100] True" in out[4], out[4]
+    # forkserver workers' output reaches the cell (nbproc's output forwarding), labelled by run
+    assert "[0] streamed from 0" in out[3] and "[1] streamed from 1" in out[3], out[3]
     warm = re.search(r"warm ([\d.]+) ms, bare map ([\d.]+) ms \[0, 1\]", out[4])
     assert warm, out[4]
     print(f"\n%%parallel -n 2 on warm workers: {warm[1]} ms (bare Pool.map of 2 tasks: {warm[2]} ms)")
@@ -252,8 +255,7 @@ def test_parallel_magic_in_a_kernel(tmp_path):
     assert "old workers alive 1 s later: []" in out[20], out[20]
     assert "after interrupt [0, 1] True" in out[22] and "doc True" in out[22], out[22]
 
-    # output is attributed to its run; a forked worker's print reaches the cell by itself
-    # (under spawn/forkserver, routing it to the cell is the runtime layer's output forwarding)
+    # the same under fork
     assert "[0] hello from the body" in out[23] and "[1] hello from the body" in out[23], out[23]
 
     # usage errors say what is wrong
