@@ -86,11 +86,15 @@ class _Job:
         self._label = label
         self._lock = threading.Lock()  # a ThreadPool sets results from several threads at once
         self._submitted = self._done = self._failed = 0
+        self._own: list[progress.Listener] = []  # this job's listeners (``progress=``)
         core.jobs[self._job] = self
         _output.note_job(self._job)  # in a kernel: this job's worker output goes to the current cell
 
     # -- progress ------------------------------------------------------------------------
-    def _emit(self, kind: str, items: int, finished: bool) -> None:
+    def _listening(self) -> bool:
+        return progress.listening(self._core.listeners, self._own)
+
+    def _emit(self, kind: str, items: int, finished: bool, reason: str = "") -> None:
         progress.deliver(
             self._core.listeners,
             progress.ProgressEvent(
@@ -104,14 +108,16 @@ class _Job:
                 failed=self._failed,
                 finished=finished,
                 pool=self._core.name,
+                reason=reason,
             ),
+            self._own,
         )
 
     def _note_submitted(self, items: int) -> None:
         """Called by the submitting thread after ``items`` items were queued."""
         with self._lock:
             self._submitted += items
-        if progress.listening(self._core.listeners):
+        if self._listening():
             self._emit("submitted", items, False)
 
     def _count(self, ok: bool, nitems: int) -> None:
@@ -125,10 +131,15 @@ class _Job:
 
     def _interrupted(self) -> None:
         """KeyboardInterrupt while waiting: stop the job's outstanding work, then let it propagate."""
-        self._core.cancel(self._job)
-        self._abort(TaskCancelledError(f"{self._label} was cancelled by KeyboardInterrupt"))
+        self._cancel("cancelled by KeyboardInterrupt")
 
-    def _abort(self, exc: BaseException) -> None:  # pragma: no cover - overridden
+    def _cancel(self, why: str) -> None:
+        """Stop the job's outstanding work now (queued tasks dropped, its running workers
+        replaced); waiters get :class:`TaskCancelledError`. Progress reports "interrupted"."""
+        self._core.cancel(self._job)
+        self._abort(TaskCancelledError(f"{self._label} was {why}"), reason="interrupted")
+
+    def _abort(self, exc: BaseException, reason: str = "terminated") -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
@@ -216,9 +227,9 @@ class ApplyResult(_Job):
             except Exception:  # noqa: BLE001
                 _report_callback_error("error_callback")
         self._finish_registration()
-        self._event.set()
-        if progress.listening(self._core.listeners):
+        if self._listening():  # before waiters wake: when get() returns, the bar is final
             self._emit("done" if self._success else "failed", self._recent, True)
+        self._event.set()
 
     def _fail_job(self, exc: BaseException) -> None:
         """The whole call failed before any task ran (its function could not be serialized)."""
@@ -231,7 +242,7 @@ class ApplyResult(_Job):
             self._success, self._value = False, exc
         self._complete()
 
-    def _abort(self, exc: BaseException) -> None:
+    def _abort(self, exc: BaseException, reason: str = "terminated") -> None:
         """Fail the job now without running callbacks (pool terminated / job cancelled)."""
         with self._lock:
             if self._event.is_set():
@@ -240,9 +251,9 @@ class ApplyResult(_Job):
             self._failed += max(outstanding, 0)
             self._success, self._value = False, exc
         self._finish_registration()
+        if self._listening():
+            self._emit("cancelled", max(outstanding, 0), True, reason)
         self._event.set()
-        if progress.listening(self._core.listeners):
-            self._emit("cancelled", max(outstanding, 0), True)
 
 
 AsyncResult = ApplyResult
@@ -286,7 +297,7 @@ class MapResult(ApplyResult):
         if last:
             self._recent = nitems
             self._complete()
-        elif progress.listening(self._core.listeners):
+        elif self._listening():
             self._emit("done" if ok else "failed", nitems, False)
 
 
@@ -339,6 +350,7 @@ class IMapIterator(_Job):
         self._current: list[Any] | None = None  # the chunk being yielded
         self._pos = 0
         self._index = 0  # tasks moved to _chunks
+        self._reported = 0  # tasks whose outcome arrived (placed or not)
         self._length: int | None = None  # number of tasks, once the input is exhausted
         self._unsorted: dict[int, tuple[bool, Any]] = {}
         self._aborted: BaseException | None = None
@@ -349,6 +361,14 @@ class IMapIterator(_Job):
         room = getattr(self, "_room", None)
         if room is not None:
             room.close()  # an abandoned iterator releases its feeder thread
+        try:
+            stopped = self._aborted is None and (self._length is None or self._index < self._length)
+            if stopped and self._listening():
+                # Dropped before its input was read to the end (``buffersize``): no task of it
+                # remains (each holds the iterator), and no final event would ever come.
+                self._emit("cancelled", 0, True, "stopped")
+        except Exception:  # noqa: BLE001 - at interpreter exit, half-torn objects are expected
+            pass
 
     def __iter__(self) -> IMapIterator:
         return self
@@ -422,12 +442,21 @@ class IMapIterator(_Job):
             if self._aborted is not None:
                 return
             self._count(ok, nitems)
+            self._reported += 1
+            finished = self._reported == self._length
+            if not finished:
+                self._place(index, (ok, value))
+        if not finished:
+            if self._listening():
+                self._emit("done" if ok else "failed", nitems, False)
+            return
+        # The last outcome: the final event goes out before the consumer can take the last
+        # result, so a loop over the iterator ends with its bar already final.
+        if self._listening():
+            self._emit("done" if ok else "failed", nitems, True)
+        with self._cond:
             self._place(index, (ok, value))
-            finished = self._index == self._length
-        if finished:
-            self._finish_registration()
-        if progress.listening(self._core.listeners):
-            self._emit("done" if ok else "failed", nitems, finished)
+        self._finish_registration()
 
     def _place(self, index: int, entry: tuple[bool, Any]) -> None:
         """Release results in input order: one that arrives early waits in ``_unsorted`` until
@@ -445,21 +474,24 @@ class IMapIterator(_Job):
         with self._cond:
             if self._aborted is not None:
                 return
-            self._length = length
             self._total = items
-            finished = self._index == length
-            if finished:
-                self._cond.notify_all()
-        if finished:
-            self._finish_registration()
-            if progress.listening(self._core.listeners):
-                self._emit("done", 0, True)
+            finished = self._reported == length
+            if not finished:
+                self._length = length
+                return
+        # Every outcome is in: report the end before the consumer can see it.
+        if self._listening():
+            self._emit("done", 0, True)
+        with self._cond:
+            self._length = length
+            self._cond.notify_all()
+        self._finish_registration()
 
     def _fail_job(self, exc: BaseException) -> None:
         """The whole call failed before any task ran: ``next()`` raises ``exc`` once, then stops."""
-        self._abort(exc, kind="failed")
+        self._abort(exc, kind="failed", reason="")
 
-    def _abort(self, exc: BaseException, kind: str = "cancelled") -> None:
+    def _abort(self, exc: BaseException, kind: str = "cancelled", reason: str = "terminated") -> None:
         with self._cond:
             if self._aborted is not None or self._exhausted():
                 return
@@ -470,8 +502,8 @@ class IMapIterator(_Job):
         if self._room is not None:
             self._room.close()  # wake a feeder waiting for room
         self._finish_registration()
-        if progress.listening(self._core.listeners):
-            self._emit(kind, outstanding, True)
+        if self._listening():
+            self._emit(kind, outstanding, True, reason)
 
 
 class IMapUnorderedIterator(IMapIterator):

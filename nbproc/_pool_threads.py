@@ -18,6 +18,7 @@ A cancelled job (KeyboardInterrupt while waiting) likewise loses its queued task
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import weakref
@@ -25,6 +26,7 @@ from typing import Any
 
 from ._pool_results import InitializerError, TaskCancelledError
 from ._pool_workers import CLOSE, MAP, RUN, STARMAP, TERMINATE
+from .progress import PoolStatistics, WorkerStatistics
 
 __all__ = ["ThreadCore"]
 
@@ -61,6 +63,7 @@ class ThreadCore:
         self._feeders = 0
         self._stop_sent = False
         self._broken: BaseException | None = None
+        self._busy = self._tasks_done = self._tasks_failed = 0  # statistics, under _lock
         self._threads = [
             threading.Thread(target=self._work, name=f"nbproc-{name}-worker-{i}", daemon=True) for i in range(processes)
         ]
@@ -140,6 +143,28 @@ class ThreadCore:
     def worker_processes(self) -> list[Any]:
         return list(self._threads)
 
+    def statistics(self) -> PoolStatistics:
+        """A snapshot; threads are not told apart by state (only how many are busy)."""
+        pid = os.getpid()
+        with self._lock:
+            busy, done, failed = self._busy, self._tasks_done, self._tasks_failed
+        workers = tuple(
+            WorkerStatistics(pid, t.name, "running" if t.is_alive() else "exited", t.is_alive(), 0)
+            for t in self._threads
+        )
+        return PoolStatistics(
+            name=self.name,
+            start_method="thread",
+            state=self.state,
+            processes=self.processes,
+            workers=workers,
+            queued=max(self._queue.qsize() - (len(self._threads) if self._stop_sent else 0), 0),
+            running=busy,
+            done=done,
+            failed=failed,
+            jobs=len(self.jobs),
+        )
+
     def _work(self) -> None:
         if self._initializer is not None:
             try:
@@ -158,6 +183,8 @@ class ThreadCore:
                 error.__cause__ = self._broken
                 task.result._set(task.index, False, error, task.nitems)
                 continue
+            with self._lock:
+                self._busy += 1
             try:
                 func = task.func
                 if task.kind == MAP:
@@ -169,5 +196,11 @@ class ThreadCore:
                 ok = True
             except BaseException as exc:  # noqa: BLE001 - the task's outcome
                 ok, value = False, exc
+            with self._lock:
+                self._busy -= 1
+                if ok:
+                    self._tasks_done += 1
+                else:
+                    self._tasks_failed += 1
             task.result._set(task.index, ok, value, task.nitems)
             del task, value

@@ -81,6 +81,7 @@ from ._pool_results import (
     attach_remote_traceback,
 )
 from .connection import FrameReader, Pipe, dumps_with_buffers, write_frames
+from .progress import PoolStatistics, WorkerStatistics
 
 __all__ = ["ProcessCore", "worker_main", "APPLY", "MAP", "STARMAP"]
 
@@ -326,6 +327,7 @@ class WorkerSlot:
         "head_started",
         "avg_time",
         "reader",
+        "done",
     )
 
     def __init__(self, process: Any, tasks: Any, results: Any) -> None:
@@ -344,6 +346,7 @@ class WorkerSlot:
         self.ready = False  # READY received
         self.head_started = 0.0  # when inflight[0] started (as far as the parent can tell)
         self.avg_time = FAST_TASK * 10  # task duration average; unknown counts as slow
+        self.done = 0  # tasks it completed (statistics)
 
 
 # Seconds a worker stopped with SIGTERM gets to exit before SIGKILL: it dies at once unless
@@ -405,6 +408,7 @@ class ProcessCore:
         self._retiring = False  # set at interpreter exit (nbproc._exit): the pool thread retires the workers
         self._shut_down = False
         self._terminate_inline = False
+        self._tasks_done = self._tasks_failed = 0  # written by the pool thread only (statistics)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -520,6 +524,31 @@ class ProcessCore:
 
     def worker_processes(self) -> list[Any]:
         return [slot.process for slot in list(self._slots.values())]
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot without locks or messages: read while the pool thread works, so counts
+        taken a moment apart may disagree by a task — good enough for a view that polls."""
+        workers = []
+        running = queued = 0
+        for slot in list(self._slots.values()):
+            held = len(slot.inflight)
+            running += held > 0
+            queued += max(held - 1, 0)
+            state = "starting" if not slot.ready else ("busy" if held else "idle")
+            alive = not self._shut_down and slot.fd >= 0  # not exitcode: its waitpid would race the pool thread's
+            workers.append(WorkerStatistics(slot.pid, slot.process.name, state, alive, slot.done))
+        return PoolStatistics(
+            name=self.name,
+            start_method=self._ctx.get_start_method(),
+            state=self.state,
+            processes=self.processes,
+            workers=tuple(workers),
+            queued=queued + len(self._pending),
+            running=running,
+            done=self._tasks_done,
+            failed=self._tasks_failed,
+            jobs=len(self.jobs),
+        )
 
     # ---------------------------------------------------------------- internals
     def _wake(self) -> None:
@@ -724,6 +753,11 @@ class ProcessCore:
         else:
             if not ok:
                 value = value.rebuild()
+        slot.done += 1
+        if ok:
+            self._tasks_done += 1
+        else:
+            self._tasks_failed += 1
         task.result._set(index, ok, value, task.nitems)
 
     def _initializer_failed(self, failure: Failure) -> None:
@@ -759,6 +793,7 @@ class ProcessCore:
             cancelled = running is not None and running.job in self._cancelled
             self._pending.extendleft(t for t in reversed(unstarted) if t.job not in self._cancelled)
         if running is not None and not cancelled:
+            self._tasks_failed += 1
             running.result._set(running.index, False, self._lost_error(slot, exitcode, running), running.nitems)
         if (running is not None and not cancelled) or (running is None and exitcode not in (0, None)):
             self._report_lost(slot, exitcode)

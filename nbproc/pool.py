@@ -20,6 +20,11 @@ running). What differs is what makes it work from a notebook, and never hang:
 - ``imap``/``imap_unordered`` take ``buffersize=n`` (keyword-only): at most ``n`` tasks in
   flight, so huge or infinite iterables are read lazily.
 - Progress events (:mod:`nbproc.progress`): ``pool.add_listener(fn)``; free when unused.
+  Every ``map``/``imap``/``starmap``/``apply_async`` variant takes ``progress=`` (keyword-only:
+  ``True``, ``False``, a label or a listener; default from :mod:`nbproc.config`, off in a
+  script) and draws a bar — a widget in a notebook, text on stderr elsewhere.
+- ``pool.statistics()`` is a frozen snapshot of workers and task counts; in a notebook a pool
+  displays itself as a table of them (``_repr_html_``).
 
 Threads of a process Pool: the caller's (serializes tasks), one ``imap`` feeder thread per
 ``imap`` call over an unsized iterable (or with ``buffersize``), and the pool thread that
@@ -55,8 +60,9 @@ from ._pool_results import (
     WorkerLostError,
 )
 from ._pool_workers import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, ProcessCore
+from ._progress_display import listener_for
 from .context import TimeoutError
-from .progress import Listener
+from .progress import Listener, PoolStatistics
 from .serialization import SerializationError
 
 __all__ = [
@@ -230,6 +236,13 @@ def _feed_imap(
         core.feeder_done()
 
 
+def _watch(result: Any, progress: Any, label: str) -> None:
+    """Attach the listener ``progress=`` asks for to this call's result (before any event)."""
+    listener = listener_for(progress, label)
+    if listener is not None:
+        result._own.append(listener)
+
+
 class Pool:
     """A pool of worker processes (see the module docstring for what nbproc adds).
 
@@ -313,6 +326,24 @@ class Pool:
         except ValueError:
             pass
 
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot of the workers (pid, state, tasks done) and of the task counts.
+
+        Cheap (no message to any worker), so a view may poll it; counts are in tasks (calls or
+        chunks), not items.
+        """
+        return self._core.statistics()
+
+    def _repr_html_(self) -> str:
+        from ._pool_view import stats_html
+
+        return stats_html(self.statistics())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from ._pool_view import stats_text
+
+        printer.text(repr(self) if cycle else stats_text(self.statistics()))
+
     # -- submitting work -----------------------------------------------------------------------
     def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
         """Call ``func(*args, **kwds)`` in a worker and return its result.
@@ -329,27 +360,53 @@ class Pool:
         kwds: dict[str, Any] | None = None,
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        progress: Any = None,
     ) -> ApplyResult:
-        """Call ``func(*args, **kwds)`` in a worker; returns an :class:`AsyncResult` at once."""
-        return self._apply_async(func, args, kwds, callback, error_callback, "apply_async", snapshot=True)
+        """Call ``func(*args, **kwds)`` in a worker; returns an :class:`AsyncResult` at once.
+
+        ``progress``: as for :meth:`map`; pass one
+        :class:`nbproc.progress.Batch` to many calls for one bar over all of them.
+        """
+        return self._apply_async(
+            func, args, kwds, callback, error_callback, "apply_async", snapshot=True, progress=progress
+        )
 
     def _apply_async(
-        self, func: Any, args: Iterable[Any], kwds: Any, callback: Any, error_callback: Any, method: str, snapshot: bool
+        self,
+        func: Any,
+        args: Iterable[Any],
+        kwds: Any,
+        callback: Any,
+        error_callback: Any,
+        method: str,
+        snapshot: bool,
+        progress: Any = False,
     ) -> ApplyResult:
         self._check_running()
-        result = ApplyResult(self._core, callback, error_callback, label=f"{method}({_func_name(func)})")
+        label = f"{method}({_func_name(func)})"
+        result = ApplyResult(self._core, callback, error_callback, label=label)
+        _watch(result, progress, label)
         call = ((tuple(args), dict(kwds or {})), 1)
         _submit_chunks(self._core, lambda: result, func, APPLY, [call], snapshot, method, 1)
         return result
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None) -> list[Any]:
+    def map(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None, *, progress: Any = None
+    ) -> list[Any]:
         """``list(map(func, iterable))`` computed by the workers, in chunks.
+
+        ``progress`` (keyword-only): ``True`` (a bar), ``False`` (none), a label (a bar with
+        that title), a callable (receives every :class:`~nbproc.progress.ProgressEvent` of
+        this call) or left out (:data:`nbproc.config.progress` decides: off in a script). The
+        bar is a widget in a notebook kernel, a text line on stderr elsewhere, and counts
+        items, whatever the chunksize.
 
         Blocks without a time limit until every chunk is back (on error, raises the first
         error once all chunks are done); a KeyboardInterrupt while waiting cancels the
         outstanding chunks (workers running them are terminated and replaced) and propagates.
         """
-        return self._map_async(func, iterable, MAP, chunksize, None, None, "map", snapshot=False).get()
+        return self._map_async(func, iterable, MAP, chunksize, None, None, "map", False, progress).get()
 
     def map_async(
         self,
@@ -358,15 +415,22 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        progress: Any = None,
     ) -> MapResult:
         """Like :meth:`map`, returning a :class:`MapResult` at once."""
-        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, "map_async", snapshot=True)
+        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, "map_async", True, progress)
 
     def starmap(
-        self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        progress: Any = None,
     ) -> list[Any]:
         """Like :meth:`map`, each item unpacked as the arguments: ``func(*item)``; blocks as :meth:`map`."""
-        return self._map_async(func, iterable, STARMAP, chunksize, None, None, "starmap", snapshot=False).get()
+        return self._map_async(func, iterable, STARMAP, chunksize, None, None, "starmap", False, progress).get()
 
     def starmap_async(
         self,
@@ -375,9 +439,13 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        progress: Any = None,
     ) -> MapResult:
         """Like :meth:`starmap`, returning a :class:`MapResult` at once."""
-        return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback, "starmap_async", True)
+        return self._map_async(
+            func, iterable, STARMAP, chunksize, callback, error_callback, "starmap_async", True, progress
+        )
 
     def _map_async(
         self,
@@ -389,6 +457,7 @@ class Pool:
         error_callback: Any,
         method: str,
         snapshot: bool,
+        progress: Any = False,
     ) -> MapResult:
         self._check_running()
         if not hasattr(iterable, "__len__"):
@@ -402,33 +471,54 @@ class Pool:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         if length == 0:
             chunksize = 0
-        result = MapResult(
-            self._core, chunksize, length, callback, error_callback, label=f"{method}({_func_name(func)})"
-        )
+        label = f"{method}({_func_name(func)})"
+        result = MapResult(self._core, chunksize, length, callback, error_callback, label=label)
+        _watch(result, progress, label)
         if chunksize:
             chunks = ((c, len(c)) for c in _chunked(iterable, chunksize))
             _submit_chunks(self._core, lambda: result, func, kind, chunks, snapshot, method, chunksize)
         return result
 
     def imap(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1, *, buffersize: int | None = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        buffersize: int | None = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """A lazier :meth:`map`: an iterator over the results, in order.
 
         ``buffersize`` (nbproc addition): at most that many tasks (chunks) submitted and not
         yet consumed; the iterable is read as results are consumed. Without it, the iterable
-        is read eagerly in the background, as the stdlib does.
+        is read eagerly in the background, as the stdlib does. ``progress``: as for :meth:`map`;
+        over an iterable of unknown length the bar shows a count (no ETA) until the input ends,
+        and an iterator dropped before its input was read to the end marks its bar "stopped".
         """
-        return self._imap(IMapIterator, func, iterable, chunksize, buffersize, "imap")
+        return self._imap(IMapIterator, func, iterable, chunksize, buffersize, "imap", progress)
 
     def imap_unordered(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1, *, buffersize: int | None = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        buffersize: int | None = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """Like :meth:`imap`, yielding results in the order they complete."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, buffersize, "imap_unordered")
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, buffersize, "imap_unordered", progress)
 
     def _imap(
-        self, cls: type[IMapIterator], func: Any, iterable: Any, chunksize: int, buffersize: int | None, method: str
+        self,
+        cls: type[IMapIterator],
+        func: Any,
+        iterable: Any,
+        chunksize: int,
+        buffersize: int | None,
+        method: str,
+        progress: Any = False,
     ) -> IMapIterator:
         self._check_running()
         if chunksize < 1:
@@ -438,7 +528,9 @@ class Pool:
                 raise TypeError("buffersize must be an integer or None")
             if buffersize < 1:
                 raise ValueError("buffersize must be None or > 0")
-        result = cls(self._core, label=f"{method}({_func_name(func)})", buffersize=buffersize)
+        label = f"{method}({_func_name(func)})"
+        result = cls(self._core, label=label, buffersize=buffersize)
+        _watch(result, progress, label)
         core = self._core
         core.feeder_started()
         if buffersize is None and hasattr(iterable, "__len__"):

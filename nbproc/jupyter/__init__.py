@@ -26,7 +26,7 @@ _Installer = Callable[[Any], None]
 # name -> (load, unload), in registration order; re-registering a name replaces its part.
 _parts: dict[str, tuple[_Installer, _Installer]] = {}
 # Modules whose import registers a part (imported at load time, so the package stays light).
-_PART_MODULES = ("nbproc.jupyter._output_part",)
+_PART_MODULES = ("nbproc.jupyter._output_part", "nbproc.jupyter._parallel_part")
 
 
 def register_extension_part(name: str, load: _Installer, unload: _Installer) -> None:
