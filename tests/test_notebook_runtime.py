@@ -23,6 +23,7 @@ import time
 import psutil
 import pytest
 from _kernel_session import KernelSession
+from test_orphans import dead_within
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
@@ -256,8 +257,8 @@ def test_no_orphans_after_kernel_sigkill(tmp_path):
         descendants = [psutil.Process(pid) for pid in _descendants(session)]
         assert len(descendants) >= 7, descendants  # 3 workers, manager, 3 sleepers (+ fork server, tracker)
         os.kill(kernel_pid, signal.SIGKILL)
-        gone, alive = psutil.wait_procs(descendants, timeout=5)
-        left = [f"{p.pid}: {' '.join(p.cmdline())[:150]}" for p in alive if p.is_running() and p.status() != "zombie"]
+        alive = dead_within(descendants, 5)
+        left = [f"{p.pid}: {' '.join(p.cmdline())[:150]}" for p in alive]
         for p in alive:
             try:
                 p.kill()
