@@ -266,7 +266,17 @@ def _context_for(method: str | None) -> Any:
 
 
 class _NbprocProcess(BaseProcess):
-    """Base of nbproc's Process classes: runs the child set-up path (see the module docstring)."""
+    """Base of nbproc's Process classes: runs the child set-up path (see the module docstring).
+
+    ``class C(_NbprocProcess, start_method="spawn")`` binds a class to one start method: its
+    ``_start_method`` and its ``_Popen`` (the launch strategy of :mod:`nbproc.popen`).
+    """
+
+    def __init_subclass__(cls, start_method: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if start_method is not None:
+            cls._start_method = start_method
+            cls._Popen = _launcher(start_method)
 
     def start(self) -> None:
         """Start the child (see ``multiprocessing.Process.start``).
@@ -331,34 +341,27 @@ def _stop_interrupted(process_obj: BaseProcess) -> None:
         BaseProcess.join(process_obj, 0)  # reaped: forget it as the stdlib's join does
 
 
-class ForkProcess(_NbprocProcess):
-    _start_method = "fork"
+def _launcher(method: str) -> Any:
+    """The ``_Popen`` of a Process class bound to ``method``: the strategy of :mod:`nbproc.popen`."""
 
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
+    def launch(process_obj: Any) -> Any:
         from . import popen
 
-        return popen.ForkPopen(process_obj)
+        return popen.LAUNCHERS[method](process_obj)
+
+    return staticmethod(launch)
 
 
-class SpawnProcess(_NbprocProcess):
-    _start_method = "spawn"
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
-        from . import popen
-
-        return popen.SpawnPopen(process_obj)
+class ForkProcess(_NbprocProcess, start_method="fork"):
+    """A child that is a copy of this process (``fork``)."""
 
 
-class ForkServerProcess(_NbprocProcess):
-    _start_method = "forkserver"
+class SpawnProcess(_NbprocProcess, start_method="spawn"):
+    """A child in a fresh interpreter (``spawn``); what it runs arrives serialized."""
 
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
-        from . import popen
 
-        return popen.ForkServerPopen(process_obj)
+class ForkServerProcess(_NbprocProcess, start_method="forkserver"):
+    """A child forked by nbproc's fork server (``forkserver``); what it runs arrives serialized."""
 
 
 class Process(_NbprocProcess):
@@ -367,5 +370,5 @@ class Process(_NbprocProcess):
     _start_method = None
 
     @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - the stdlib's name
         return _context_for(None).Process._Popen(process_obj)
