@@ -30,7 +30,6 @@ closes, which takes its children with it through PDEATHSIG.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -75,6 +74,8 @@ def apply(info: _ParentInfo) -> None:
 
 
 def _die_with_os_parent() -> None:
+    import ctypes  # in the child only: the parent does not pay for it
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
