@@ -202,8 +202,9 @@ def test_interrupt_during_imap(kernel, pool):
     _only_idle_workers_left(kernel, pool)
 
 
-def test_interrupt_during_get(kernel, pool):
-    _interrupt_while(kernel, "pool.apply_async(time.sleep, (30,)).get()")
+@pytest.mark.parametrize("call", ["pool.apply_async(time.sleep, (30,)).get()", "pool.apply(time.sleep, (30,))"])
+def test_interrupt_during_get(kernel, pool, call):
+    _interrupt_while(kernel, call)
     _only_idle_workers_left(kernel, pool)
 
 
