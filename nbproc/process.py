@@ -257,6 +257,7 @@ register_setup_hook("nbproc.notebook", _notebook_child.capture, _notebook_child.
 # Process classes
 # --------------------------------------------------------------------------------------------
 
+
 def _context_for(method: str | None) -> Any:
     from . import context
 
