@@ -35,6 +35,7 @@ sends tasks, receives results, runs callbacks and watches workers — see
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -222,6 +223,21 @@ def _submit_chunks(
     return index, items
 
 
+@contextlib.contextmanager
+def _cancelled_on_interrupt(result: Any) -> Iterator[None]:
+    """A KeyboardInterrupt while a call is still submitting cancels what it already submitted.
+
+    Workers start tasks as soon as they are handed over, so an interrupt that lands between the
+    hand-over and the caller's wait (more likely on a loaded machine) would otherwise leave
+    them running with nobody waiting (``get()`` cancels only from inside its own wait).
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        result._interrupted()
+        raise
+
+
 def _feed_imap(
     core: Any, result_ref: Callable[[], Any], room: Room | None, func: Any, iterable: Any, chunksize: int, method: str
 ) -> None:
@@ -388,7 +404,8 @@ class Pool:
         result = ApplyResult(self._core, callback, error_callback, label=label)
         _watch(result, progress, label)
         call = ((tuple(args), dict(kwds or {})), 1)
-        _submit_chunks(self._core, lambda: result, func, APPLY, [call], snapshot, method, 1)
+        with _cancelled_on_interrupt(result):
+            _submit_chunks(self._core, lambda: result, func, APPLY, [call], snapshot, method, 1)
         return result
 
     def map(
@@ -476,7 +493,8 @@ class Pool:
         _watch(result, progress, label)
         if chunksize:
             chunks = ((c, len(c)) for c in _chunked(iterable, chunksize))
-            _submit_chunks(self._core, lambda: result, func, kind, chunks, snapshot, method, chunksize)
+            with _cancelled_on_interrupt(result):
+                _submit_chunks(self._core, lambda: result, func, kind, chunks, snapshot, method, chunksize)
         return result
 
     def imap(

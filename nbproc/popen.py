@@ -72,12 +72,8 @@ def set_executable(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | N
     stdlib's choice (``sys.executable`` unless changed through ``multiprocessing.set_executable``).
     """
     global _executable
-    if path is None:
-        _executable = None
-    elif sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX
-        _executable = os.fsdecode(path)
-    else:
-        _executable = os.fsencode(path)
+    as_stored = os.fsdecode if sys.platform == "win32" else os.fsencode
+    _executable = None if path is None else as_stored(path)
 
 
 def get_executable() -> str | bytes:
@@ -186,18 +182,17 @@ class SpawnPopen(_PayloadLaunch, popen_spawn_posix.Popen):
         the child holds its write end, so it reads EOF when the child is gone."""
         payload_r, payload_w = os.pipe()
         exit_r, exit_w = os.pipe()
-        tracker_fd = resource_tracker.getfd()
-        try:
-            command = spawn_command_line(tracker_fd=tracker_fd, pipe_handle=payload_r)
-            self.pid = util.spawnv_passfds(get_executable(), command, [*self._fds, tracker_fd, payload_r, exit_w])
-        except BaseException:
-            os.close(payload_w)
-            os.close(exit_r)
-            raise
-        finally:  # the child's ends belong to the child
-            os.close(payload_r)
-            os.close(exit_w)
-        return exit_r, payload_w
+        ours, childs = (exit_r, payload_w), (payload_r, exit_w)
+        with contextlib.ExitStack() as on_failure:
+            on_failure.callback(util.close_fds, *ours)
+            try:
+                tracker_fd = resource_tracker.getfd()
+                command = spawn_command_line(tracker_fd=tracker_fd, pipe_handle=payload_r)
+                self.pid = util.spawnv_passfds(get_executable(), command, [*self._fds, tracker_fd, *childs])
+            finally:
+                util.close_fds(*childs)  # the child's ends belong to the child (or to nobody)
+            on_failure.pop_all()
+        return ours
 
 
 # nbproc's own fork server: its preload list is nbproc's (set_forkserver_preload), and a
@@ -272,3 +267,6 @@ if sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX; Windows 
     from multiprocessing import popen_spawn_win32
 
     SpawnPopen = popen_spawn_win32.Popen  # type: ignore[misc,assignment]
+
+#: The strategy for each start method (what ``<Context>Process._Popen`` calls).
+LAUNCHERS: dict[str, type] = {"fork": ForkPopen, "spawn": SpawnPopen, "forkserver": ForkServerPopen}

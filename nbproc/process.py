@@ -26,8 +26,11 @@ Data flow of one child's set-up (``register_setup_hook`` adds entries to the hoo
       BaseProcess._bootstrap -> run()
 
 The first hook is nbproc's own ("nbproc.config": start method, serializer, the forkserver
-child's stdio), so there is one path for nbproc's settings and for upper layers' (output
-forwarding, parent-death watch) — a forked child receives them exactly like a spawned one.
+child's stdio), so there is one path for nbproc's settings and for upper layers' — a forked
+child receives them exactly like a spawned one. nbproc also registers "nbproc.orphans" (a
+child ends with its parent: :mod:`nbproc._orphans`) and "nbproc.notebook" (cell tracebacks and
+quiet interrupts in children of a Jupyter kernel: :mod:`nbproc._notebook_child`); output
+forwarding registers its own from :mod:`nbproc.jupyter`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -51,7 +55,7 @@ from multiprocessing.process import (
 )
 from typing import Any
 
-from . import _exit
+from . import _exit, _notebook_child, _orphans, remote_error
 
 __all__ = [
     "BaseProcess",
@@ -244,10 +248,15 @@ def _apply_config(config: _Config) -> None:
 
 register_setup_hook("nbproc.config", _capture_config, _apply_config)
 
+# The other hooks nbproc itself needs (each module's docstring says what and why).
+register_setup_hook("nbproc.orphans", _orphans.capture, _orphans.apply)
+register_setup_hook("nbproc.notebook", _notebook_child.capture, _notebook_child.apply)
+
 
 # --------------------------------------------------------------------------------------------
 # Process classes
 # --------------------------------------------------------------------------------------------
+
 
 def _context_for(method: str | None) -> Any:
     from . import context
@@ -258,7 +267,17 @@ def _context_for(method: str | None) -> Any:
 
 
 class _NbprocProcess(BaseProcess):
-    """Base of nbproc's Process classes: runs the child set-up path (see the module docstring)."""
+    """Base of nbproc's Process classes: runs the child set-up path (see the module docstring).
+
+    ``class C(_NbprocProcess, start_method="spawn")`` binds a class to one start method: its
+    ``_start_method`` and its ``_Popen`` (the launch strategy of :mod:`nbproc.popen`).
+    """
+
+    def __init_subclass__(cls, start_method: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if start_method is not None:
+            cls._start_method = start_method
+            cls._Popen = _launcher(start_method)
 
     def start(self) -> None:
         """Start the child (see ``multiprocessing.Process.start``).
@@ -272,8 +291,19 @@ class _NbprocProcess(BaseProcess):
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the child (see ``multiprocessing.Process.join``); once it has ended, what it
-        wrote is delivered to the notebook before this returns (:func:`nbproc._output.sync`)."""
-        super().join(timeout)
+        wrote is delivered to the notebook before this returns (:func:`nbproc._output.sync`).
+
+        In a Jupyter kernel, an interrupt (KeyboardInterrupt) while waiting also stops the
+        child before it propagates — the cell was waiting for it, so nothing must be left
+        running: see :func:`_stop_interrupted`. In a script the stdlib's behaviour is kept (the
+        terminal's Ctrl-C reaches the child by itself).
+        """
+        try:
+            super().join(timeout)
+        except KeyboardInterrupt:
+            if self._popen is not None and remote_error._kernel_shell() is not None:
+                _stop_interrupted(self)
+            raise
         if self._popen is not None and self._popen.returncode is not None:
             from . import _output
 
@@ -288,34 +318,51 @@ class _NbprocProcess(BaseProcess):
             _apply_setup(setup)
 
 
-class ForkProcess(_NbprocProcess):
-    _start_method = "fork"
+# What a child interrupted in join() gets, and how long it has to end before the next step.
+# The kernel's interrupt already sent it SIGINT (to the whole process group); a child that
+# ignores SIGINT (or runs C code that never checks for signals) gets SIGTERM, then SIGKILL.
+# 0.5 s lets a Python child run its ``finally`` blocks; the whole escalation stays near the
+# "stopped within ~1 s" the notebook user expects, the last wait only reaps the killed child.
+_INTERRUPT_ESCALATION = ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.3), (signal.SIGKILL, 5.0))
 
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
+
+def _stop_interrupted(process_obj: BaseProcess) -> None:
+    """Stop a child whose join() was interrupted; a second interrupt only hurries it along."""
+    for signum, grace in _INTERRUPT_ESCALATION:
+        try:
+            if process_obj._popen.poll() is not None:
+                break
+            os.kill(process_obj.pid, signum)
+            BaseProcess.join(process_obj, grace)
+        except KeyboardInterrupt:
+            continue
+        except ProcessLookupError:
+            break
+    if process_obj._popen.poll() is not None:
+        BaseProcess.join(process_obj, 0)  # reaped: forget it as the stdlib's join does
+
+
+def _launcher(method: str) -> Any:
+    """The ``_Popen`` of a Process class bound to ``method``: the strategy of :mod:`nbproc.popen`."""
+
+    def launch(process_obj: Any) -> Any:
         from . import popen
 
-        return popen.ForkPopen(process_obj)
+        return popen.LAUNCHERS[method](process_obj)
+
+    return staticmethod(launch)
 
 
-class SpawnProcess(_NbprocProcess):
-    _start_method = "spawn"
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
-        from . import popen
-
-        return popen.SpawnPopen(process_obj)
+class ForkProcess(_NbprocProcess, start_method="fork"):
+    """A child that is a copy of this process (``fork``)."""
 
 
-class ForkServerProcess(_NbprocProcess):
-    _start_method = "forkserver"
+class SpawnProcess(_NbprocProcess, start_method="spawn"):
+    """A child in a fresh interpreter (``spawn``); what it runs arrives serialized."""
 
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
-        from . import popen
 
-        return popen.ForkServerPopen(process_obj)
+class ForkServerProcess(_NbprocProcess, start_method="forkserver"):
+    """A child forked by nbproc's fork server (``forkserver``); what it runs arrives serialized."""
 
 
 class Process(_NbprocProcess):
@@ -324,5 +371,5 @@ class Process(_NbprocProcess):
     _start_method = None
 
     @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - the stdlib's name
         return _context_for(None).Process._Popen(process_obj)

@@ -15,6 +15,10 @@ def capture_nothing(start_method: str) -> None:
     return None
 
 
+def capture_fail(start_method: str) -> None:
+    raise LookupError("hook capture broke on purpose")
+
+
 def apply_record(state: str) -> None:
     APPLIED.append(state)
 

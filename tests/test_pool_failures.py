@@ -289,3 +289,33 @@ def test_duck_typed_context_like_cpythons_suite():
     with pytest.raises(OSError, match="Manually induced OSError"):
         nbproc.pool.Pool(5, context=unittest.mock.MagicMock(Process=FakeProcess))
     assert len(made) == 3 and not any(p.is_alive() for p in made)
+
+@pytest.mark.parametrize("call", ["map", "apply_async"])
+def test_keyboard_interrupt_while_still_submitting_cancels_what_started(start_method, call, tmp_path):
+    """The interrupt lands after the tasks were handed to the workers but before the caller waits."""
+    with nbproc.get_context(start_method).Pool(2) as pool:
+        pool.map(square, range(4))  # workers are up
+        workers = {p.pid for p in pool._pool}
+        paths = [str(tmp_path / f"started-{i}") for i in range(2 if call == "map" else 1)]
+        real_submit = pool._core.submit
+
+        def submit_then_interrupt(batch):
+            real_submit(batch)
+            deadline = time.monotonic() + BOUND
+            while time.monotonic() < deadline and not all(os.path.exists(p) for p in paths):
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+
+        pool._core.submit = submit_then_interrupt
+        with pytest.raises(KeyboardInterrupt):
+            if call == "map":
+                pool.map(_sleep_marking, [(p, 60) for p in paths], chunksize=1)
+            else:
+                pool.apply_async(_sleep_marking, ((paths[0], 60),))
+        del pool._core.submit
+        running = workers if call == "map" else None
+        if running is not None:
+            assert not still_alive(running)
+        else:  # one worker ran the task: it is gone, the other one may stay
+            assert len(still_alive(workers, timeout=1)) <= 1
+        assert pool.map(square, range(6)) == [x * x for x in range(6)]

@@ -7,7 +7,6 @@ import os
 import _setup_hooks as hooks
 import pytest
 
-import nbproc
 from nbproc import process
 
 
@@ -23,6 +22,7 @@ def _applied_in_child(ctx) -> list[str]:
     reader, writer = ctx.Pipe(duplex=False)
     child = ctx.Process(target=hooks.report, args=(writer,))
     child.start()
+    assert "_nbproc_setup" not in vars(child)  # the parent's object stays clean
     writer.close()
     try:
         return reader.recv()
@@ -38,7 +38,14 @@ def test_hooks_apply_in_order_before_run(ctx, start_method, registry):
     applied = _applied_in_child(ctx)
     expected = f"captured for {start_method} in {os.getpid()}"
     assert applied == [expected, "second: " + expected]
-    assert not hasattr(nbproc.current_process(), "_nbproc_setup")
+
+
+def test_failing_capture_raises_from_start_before_any_child(ctx, registry):
+    registry("test.broken", hooks.capture_fail, hooks.apply_record)
+    child = ctx.Process(target=hooks.touch, args=("/nonexistent/never",))
+    with pytest.raises(LookupError, match="on purpose"):
+        child.start()
+    assert child._popen is None and "_nbproc_setup" not in vars(child)
 
 
 def test_registering_again_replaces_in_place(ctx, registry):

@@ -1,0 +1,89 @@
+"""No orphans: a child ends when the process that started it dies (SIGKILL included).
+
+A child set-up hook (name ``"nbproc.orphans"``). It applies to the children whose life is
+bound to their parent's: daemonic ones (pool workers, by the stdlib's definition of a daemon)
+always, and every nbproc child started from a Jupyter kernel (a restarted or killed kernel must
+leave no worker, manager or user Process behind). A non-daemonic child of a script keeps the
+stdlib's behaviour: it outlives a killed parent.
+
+Two mechanisms, because neither covers everything::
+
+    parent (thread calling start())          child (apply, before run())
+    -------------------------------          ---------------------------
+    capture(): pid, whether this is   ---->  1. Linux: prctl(PR_SET_PDEATHSIG, SIGKILL) when
+      the main thread, in a kernel?             the child's OS parent is long-lived: the fork
+                                                server (forkserver), or our main thread (fork,
+                                                spawn); then re-check the parent, which may
+                                                have died before the prctl
+                                             2. a daemon thread waits on the parent's sentinel
+                                                (a pipe whose other end only the parent holds)
+                                                and ends the child when it reads EOF
+
+Why not PDEATHSIG alone: it fires when the *thread* that forked the child exits, not the
+process. A child started from a short-lived thread (a Pool built in a worker thread) would be
+killed when that thread ends, so such children get only the watch thread. PDEATHSIG is also
+Linux-only. Why not the watch alone: under fork, siblings forked later inherit the parent's end
+of the sentinel pipe, so EOF can come late; and a child stuck in C code with the GIL held never
+runs the thread. The forkserver's own server exits when the kernel's end of its "alive" pipe
+closes, which takes its children with it through PDEATHSIG.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import current_process, parent_process
+
+from . import remote_error
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ORPHAN_EXIT_CODE = 3  # exit code of a child whose parent died (nobody reads it; useful in logs)
+
+
+@dataclass(frozen=True)
+class _ParentInfo:
+    pid: int
+    start_method: str
+    main_thread: bool
+    in_kernel: bool
+
+
+def capture(start_method: str) -> _ParentInfo:
+    return _ParentInfo(
+        os.getpid(),
+        start_method,
+        threading.current_thread() is threading.main_thread(),
+        remote_error._kernel_shell() is not None,
+    )
+
+
+def apply(info: _ParentInfo) -> None:
+    if not (current_process().daemon or info.in_kernel):
+        return
+    if sys.platform == "linux" and (info.main_thread or info.start_method == "forkserver"):
+        _die_with_os_parent()
+        if info.start_method != "forkserver" and os.getppid() != info.pid:
+            os._exit(ORPHAN_EXIT_CODE)  # the parent died before the prctl
+    sentinel = getattr(parent_process(), "sentinel", None)
+    if sentinel is not None:
+        threading.Thread(target=_exit_when_closed, args=(sentinel,), name="nbproc-orphan-watch", daemon=True).start()
+
+
+def _die_with_os_parent() -> None:
+    import ctypes  # in the child only: the parent does not pay for it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def _exit_when_closed(sentinel: int) -> None:
+    try:
+        wait([sentinel])
+    except OSError:
+        return  # the fd went away with an orderly shutdown of this process
+    os._exit(ORPHAN_EXIT_CODE)
