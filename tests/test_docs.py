@@ -89,6 +89,12 @@ def test_every_notebook_is_rendered_with_its_outputs(built_docs: Path) -> None:
     # The markdown around the cells is rendered too, not shown as source.
     assert "<h1>Pools" in page
 
+    # The Jupyter-features page keeps what only a kernel produces: a spawned child's output
+    # forwarded to its cell, and a worker's traceback labelled with the cell it came from.
+    page = html.unescape((built_docs / "tutorials" / "04-jupyter-features.html").read_text())
+    assert "hello from spawn" in page
+    assert re.search(r"Cell In\[\d+\], line 3, in check", page), "no cell-labelled worker traceback"
+
 
 def public_modules() -> list[str]:
     """``nbproc`` and every submodule whose dotted name has no part starting with ``_``."""
