@@ -35,9 +35,9 @@ Differences from the stdlib, on purpose:
 - ``import nbproc.futures as futures`` can stand for ``from concurrent import futures``: the
   module re-exports the rest of the stdlib's API (``Future``, ``wait``, ``as_completed``, the
   constants and errors, ``ThreadPoolExecutor``) unchanged.
-- ``progress=`` (as the Pool's): a listener (any callable taking a
-  :class:`nbproc.progress.ProgressEvent`), ``True`` or a label for the text bar on stderr.
-  The whole executor is one progress job counting submitted/done/failed calls.
+- ``progress=`` as the Pool's (``True``, ``False``, a label or a listener; left out, it follows
+  :data:`nbproc.config.progress`): a widget in a notebook, text on stderr elsewhere. The whole
+  executor is one progress job counting submitted/done/failed calls.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from . import _output
 from . import progress as _progress
 from ._pool_results import _job_counter
 from ._pool_workers import APPLY, STARMAP, ProcessCore
+from ._progress_display import listener_for
 from .exceptions import InitializerError, SerializationError, WorkerLostError
 from .pool import SUBMIT_BATCH, _cpu_count, _func_name, _nbproc_context
 
@@ -217,17 +218,6 @@ def _run_initializer(initializer: Callable[..., Any], initargs: tuple) -> None:
         raise
 
 
-def _resolve_progress(progress: Any) -> list[Any]:
-    """The listeners that ``progress=`` asks for (the Pool's forms: a callable, True or a label)."""
-    if progress is None or progress is False:
-        return []
-    if callable(progress):
-        return [progress]
-    if progress is True or isinstance(progress, str):
-        return [_progress.TextProgress()]
-    raise TypeError(f"progress must be a callable, True, False, None or a label, not {type(progress).__name__}")
-
-
 class ProcessPoolExecutor(Executor):
     """``concurrent.futures.ProcessPoolExecutor`` for notebook code (see the module docstring).
 
@@ -275,8 +265,9 @@ class ProcessPoolExecutor(Executor):
         self._initargs = tuple(initargs)
         self._max_tasks_per_child = max_tasks_per_child
         self._name = f"{type(self).__name__}-{next(_executor_counter)}"
-        self._listeners = _resolve_progress(progress)
         label = progress if isinstance(progress, str) else self._name
+        listener = listener_for(progress, label)  # the Pool's forms and default (nbproc.config)
+        self._listeners: list[Any] = [listener] if listener is not None else []
         self._progress = _ExecutorProgress(self._listeners, label, self._name)
         self._lock = threading.Lock()  # guards _core creation and _shutdown_flag
         self._core: ProcessCore | None = None
