@@ -33,9 +33,14 @@ globals().update((name, getattr(_context._default_context, name)) for name in __
 __all__ += ["SerializationError", "set_serializer", "get_serializer"]
 __all__ += ["load_ipython_extension", "unload_ipython_extension"]
 
-from .exceptions import InitializerError, TaskCancelledError, WorkerLostError  # noqa: E402 - after the context names
+from .exceptions import (  # noqa: E402 - after the context names
+    InitializerError,
+    TaskCancelledError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 
-__all__ += ["WorkerLostError", "InitializerError", "TaskCancelledError"]
+__all__ += ["WorkerLostError", "InitializerError", "TaskCancelledError", "TaskTimeoutError"]
 
 SUBDEBUG = 5
 SUBWARNING = 25

@@ -32,7 +32,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _output, progress, remote_error
-from .exceptions import InitializerError, MaybeEncodingError, TaskCancelledError, TimeoutError, WorkerLostError
+from .exceptions import (
+    InitializerError,
+    MaybeEncodingError,
+    TaskCancelledError,
+    TaskTimeoutError,
+    TimeoutError,
+    WorkerLostError,
+)
 from .remote_error import RemoteErrorCarrier, RemoteTraceback
 
 __all__ = [
@@ -44,6 +51,7 @@ __all__ = [
     "WorkerLostError",
     "InitializerError",
     "TaskCancelledError",
+    "TaskTimeoutError",
     "MaybeEncodingError",
     "RemoteTraceback",
 ]
@@ -87,6 +95,7 @@ class _Job:
         self._lock = threading.Lock()  # a ThreadPool sets results from several threads at once
         self._submitted = self._done = self._failed = 0
         self._own: list[progress.Listener] = []  # this job's listeners (``progress=``)
+        self._cancelled = False
         core.jobs[self._job] = self
         _output.note_job(self._job)  # in a kernel: this job's worker output goes to the current cell
 
@@ -139,6 +148,27 @@ class _Job:
         self._core.cancel(self._job)
         self._abort(TaskCancelledError(f"{self._label} was {why}"), reason="interrupted")
 
+    def cancel(self) -> bool:
+        """Stop this job (nbproc addition): queued tasks are dropped, workers running its tasks
+        are stopped and replaced (a ThreadPool cannot stop a running thread: those finish and
+        their results are dropped). Waiters get :class:`TaskCancelledError`.
+
+        Returns False if the job had already completed (nothing to cancel), True otherwise;
+        it does not wait for the workers to be replaced.
+        """
+        if self._finished():
+            return False
+        self._cancel("cancelled")
+        self._cancelled = True
+        return True
+
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` (or closing an ``imap`` iterator) stopped this job."""
+        return self._cancelled
+
+    def _finished(self) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def _abort(self, exc: BaseException, reason: str = "terminated") -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -170,6 +200,9 @@ class ApplyResult(_Job):
 
     def ready(self) -> bool:
         """Whether the call has completed (successfully or not)."""
+        return self._event.is_set()
+
+    def _finished(self) -> bool:
         return self._event.is_set()
 
     def successful(self) -> bool:
@@ -399,6 +432,21 @@ class IMapIterator(_Job):
 
     def _exhausted(self) -> bool:
         return self._index == self._length and not self._chunks and self._current is None
+
+    def _finished(self) -> bool:
+        with self._cond:
+            return self._aborted is not None or self._index == self._length
+
+    def close(self) -> None:
+        """Stop the rest of this iteration (nbproc addition): see :meth:`cancel`.
+
+        Results already received are dropped; the next ``next()`` raises ``StopIteration``.
+        """
+        self.cancel()
+        with self._cond:
+            self._chunks.clear()
+            self._current = None
+            self._abort_raised = True
 
     def next(self, timeout: float | None = None) -> Any:
         """Return the next result; see the class docstring for timeout and interrupt behaviour."""

@@ -66,6 +66,7 @@ import threading
 import traceback
 import weakref
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from multiprocessing import parent_process
 from multiprocessing.connection import wait as _wait_ready
 from multiprocessing.process import BaseProcess
@@ -77,6 +78,7 @@ from ._pool_results import (
     InitializerError,
     MaybeEncodingError,
     TaskCancelledError,
+    TaskTimeoutError,
     WorkerLostError,
     attach_remote_traceback,
 )
@@ -87,6 +89,10 @@ __all__ = ["ProcessCore", "worker_main", "APPLY", "MAP", "STARMAP"]
 
 # Task kinds: how the worker calls the function on the task's arguments.
 APPLY, MAP, STARMAP = 0, 1, 2
+# Flag or-ed into a task's kind when it has a task_timeout: the worker then says when each item
+# of a chunk after the first starts (ItemStartedMessage), so the deadline applies per item.
+# Untimed tasks send nothing extra.
+TIMED = 0x80
 
 # A worker gets a second task while it runs the first only if the queued bytes stay below this:
 # such a write never blocks (a Linux pipe holds 64 KiB), so the pool thread cannot stall
@@ -100,6 +106,10 @@ REFILL_AT = 3
 # A worker counts as running tiny tasks while its recent tasks took less than this (and the
 # current one has not been running longer): above it, the round trip is noise anyway.
 FAST_TASK = 0.001
+# A timed task sent together with its function gets this long to load it (imports included)
+# before its own clock starts; the worker starts the clock as soon as the function is loaded
+# (ItemStartedMessage for item 0). Longer only delays stopping a task whose loading hangs.
+FUNCTION_LOAD_GRACE = 30.0
 _EWMA = 0.3  # weight of the newest task duration in a worker's average
 # Functions a worker keeps; the pool thread evicts (FORGET) the least recently used beyond it.
 # Large enough for interleaved jobs, small enough that closures over big data are released.
@@ -110,7 +120,7 @@ RECENT_FUNCTIONS = 16
 RECENT_FUNCTION_MAX_BYTES = 1024 * 1024
 
 TAG_TASK, TAG_FUNCTION, TAG_FORGET, TAG_STOP = 1, 2, 3, 4
-TAG_READY, TAG_RESULT, TAG_INIT_FAILED = 11, 12, 13
+TAG_READY, TAG_RESULT, TAG_INIT_FAILED, TAG_ITEM_STARTED = 11, 12, 13, 14
 
 
 class TaskMessage:
@@ -142,6 +152,16 @@ class ForgetMessage:
     @classmethod
     def encode(cls, func_id: int) -> bytes:
         return cls.HEADER.pack(TAG_FORGET, func_id)
+
+
+class ItemStartedMessage:
+    """worker -> parent: item ``item`` (0-based) of timed chunk ``(job, index)`` starts now."""
+
+    HEADER = struct.Struct("<Bqqq")  # tag, job, index, item
+
+    @classmethod
+    def encode(cls, job: int, index: int, item: int) -> bytes:
+        return cls.HEADER.pack(TAG_ITEM_STARTED, job, index, item)
 
 
 STOP_FRAME = bytes([TAG_STOP])  # parent -> worker: finish; sent only when no task is outstanding
@@ -233,6 +253,7 @@ def worker_main(
     write_frames(out, [READY_FRAME])
     functions: dict[int, Any] = {}
     done = 0
+    loaded = False  # a function arrived since the last task: a timed task then says when it starts
     task_header = TaskMessage.HEADER
     while maxtasks is None or done < maxtasks:
         try:
@@ -244,13 +265,21 @@ def worker_main(
             _, job, index, func_id, kind, nbuffers = task_header.unpack_from(frame)
             buffers = [reader.read_buffer() for _ in range(nbuffers)]
             _output.task_started(job)  # in a kernel: route what this task writes to its job's cell
-            ok, value = _run_task(functions, func_id, kind, frame[task_header.size :], buffers)
+            if kind & TIMED:
+                reporter = _item_reporter(out, job, index)
+                ok, value = _run_task(
+                    functions, func_id, kind & ~TIMED, frame[task_header.size :], buffers, reporter, loaded
+                )
+            else:
+                ok, value = _run_task(functions, func_id, kind, frame[task_header.size :], buffers)
+            loaded = False
             _output.task_finished()  # ... and have it all in the pipes before the result leaves
             del frame, buffers
             write_frames(out, ResultMessage.encode(job, index, ok, value))
             del value
             done += 1
         elif tag == TAG_FUNCTION:
+            loaded = True
             (_, func_id) = FunctionMessage.HEADER.unpack_from(frame)
             try:
                 functions[func_id] = serialization.loads(frame[FunctionMessage.HEADER.size :])
@@ -263,12 +292,46 @@ def worker_main(
             return
 
 
-def _run_task(functions: dict[int, Any], func_id: int, kind: int, body: Any, buffers: list) -> tuple[bool, Any]:
+def _item_reporter(out: int, job: int, index: int) -> Any:
+    """For a timed chunk: a callable telling the parent that item ``k`` starts now."""
+
+    def started(k: int) -> None:
+        write_frames(out, [ItemStartedMessage.encode(job, index, k)])
+
+    return started
+
+
+def _run_timed_chunk(func: Any, args: Any, star: bool, started: Any, announce_first: bool) -> list[Any]:
+    """Run a timed chunk item by item, announcing each item after the first (the parent
+    times the first from the moment the task became the worker's head, or, when the task
+    came with its function, from ``announce_first``'s message)."""
+    out = []
+    for k, item in enumerate(args):
+        if k or announce_first:
+            started(k)
+        out.append(func(*item) if star else func(item))
+    return out
+
+
+def _run_task(
+    functions: dict[int, Any],
+    func_id: int,
+    kind: int,
+    body: Any,
+    buffers: list,
+    started: Any = None,
+    announce_first: bool = False,
+) -> tuple[bool, Any]:
     func = functions.get(func_id)
     if isinstance(func, Failure):
         return False, func
     try:
         args = serialization.loads(body, buffers=buffers)
+        if started is not None:
+            if kind != APPLY:
+                return True, _run_timed_chunk(func, args, kind == STARMAP, started, announce_first)
+            if announce_first:
+                started(0)
         if kind == MAP:
             return True, list(map(func, args))
         if kind == STARMAP:
@@ -296,9 +359,18 @@ class FunctionEntry:
 class Task:
     """A serialized task waiting for, or held by, a worker (parent side only)."""
 
-    __slots__ = ("result", "job", "index", "func", "frames", "nbytes", "nitems")
+    __slots__ = ("result", "job", "index", "func", "frames", "nbytes", "nitems", "timeout", "first_item", "loads")
 
-    def __init__(self, result: Any, index: int, func: FunctionEntry, frames: list[Any], nitems: int) -> None:
+    def __init__(
+        self,
+        result: Any,
+        index: int,
+        func: FunctionEntry,
+        frames: list[Any],
+        nitems: int,
+        timeout: float | None = None,
+        first_item: int = 0,
+    ) -> None:
         self.result = result
         self.job = result._job
         self.index = index
@@ -306,6 +378,9 @@ class Task:
         self.frames = frames
         self.nbytes = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
         self.nitems = nitems
+        self.timeout = timeout  # seconds each item may run (task_timeout), or None
+        self.first_item = first_item  # position of the chunk's first item in the call's input
+        self.loads = False  # sent together with its function: its clock starts when that is loaded
 
 
 class WorkerSlot:
@@ -328,6 +403,9 @@ class WorkerSlot:
         "avg_time",
         "reader",
         "done",
+        "progress",
+        "stop_for",
+        "stop_error",
     )
 
     def __init__(self, process: Any, tasks: Any, results: Any) -> None:
@@ -347,6 +425,11 @@ class WorkerSlot:
         self.head_started = 0.0  # when inflight[0] started (as far as the parent can tell)
         self.avg_time = FAST_TASK * 10  # task duration average; unknown counts as slow
         self.done = 0  # tasks it completed (statistics)
+        # (task, item, when): the item of a timed task that the worker last said it started.
+        # Stale once that task is no longer inflight[0]; then item 0 runs, timed from head_started.
+        self.progress: tuple[Task, int, float] | None = None
+        self.stop_for: Task | None = None  # the task we killed this worker to stop (timeout/cancel)
+        self.stop_error: BaseException | None = None  # what that task fails with (None: cancelled)
 
 
 # Seconds a worker stopped with SIGTERM gets to exit before SIGKILL: it dies at once unless
@@ -390,6 +473,9 @@ class ProcessCore:
         self.name = name
         self.jobs: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()  # outstanding jobs
         self.listeners: list[Any] = []
+        # Called by the pool thread as a task is handed to a worker; False drops the task.
+        # The executor (nbproc.futures) marks its Future running here; the Pool sets none.
+        self.on_dispatch: Callable[[Task], bool] | None = None
         self.state = RUN
         self._ctx = context
         self._initializer = initializer
@@ -399,6 +485,7 @@ class ProcessCore:
         self._pending: deque[Task] = deque()
         self._cancelled: set[int] = set()
         self._cancel_requested = False
+        self._timed = 0  # timed tasks held by workers: deadlines are checked only while this is > 0
         self._feeders = 0
         self._slots: dict[int, WorkerSlot] = {}
         self._recent: OrderedDict[bytes, FunctionEntry] = OrderedDict()
@@ -439,11 +526,27 @@ class ProcessCore:
         return entry
 
     def make_task(
-        self, result: Any, index: int, func: FunctionEntry, kind: int, args: Any, nitems: int, snapshot: bool
+        self,
+        result: Any,
+        index: int,
+        func: FunctionEntry,
+        kind: int,
+        args: Any,
+        nitems: int,
+        snapshot: bool,
+        *,
+        timeout: float | None = None,
+        first_item: int = 0,
     ) -> Task:
-        """Serialize one task's arguments now, in the caller's thread (raises :class:`SerializationError`)."""
+        """Serialize one task's arguments now, in the caller's thread (raises :class:`SerializationError`).
+
+        With ``timeout``, each item of the task may run that many seconds; a late one has its
+        worker killed and the task fails with :class:`TaskTimeoutError` (see ``_check_deadlines``).
+        """
+        if timeout is not None:
+            kind |= TIMED
         frames = TaskMessage.encode(result._job, index, func.id, kind, args, snapshot)
-        return Task(result, index, func, frames, nitems)
+        return Task(result, index, func, frames, nitems, timeout, first_item)
 
     def submit(self, tasks: list[Task]) -> None:
         """Queue tasks for the workers; they start as soon as a worker is free."""
@@ -521,6 +624,11 @@ class ProcessCore:
             self.state = CLOSE
             self._retiring = True
         self._wake()
+
+    @property
+    def broken(self) -> BaseException | None:
+        """Why the pool cannot run tasks (its initializer failed), or None."""
+        return self._broken
 
     def worker_processes(self) -> list[Any]:
         return [slot.process for slot in list(self._slots.values())]
@@ -659,7 +767,7 @@ class ProcessCore:
     def _loop(self) -> None:
         select = self._selector.select
         while True:
-            for key, _ in select():
+            for key, _ in select(self._check_deadlines() if self._timed else None):
                 kind, slot = key.data
                 if kind == _RESULT:
                     if self._slots.get(slot.pid) is slot and slot.fd >= 0:
@@ -733,6 +841,8 @@ class ProcessCore:
                 slot.ready = True
             elif tag == TAG_INIT_FAILED:
                 self._initializer_failed(serialization.loads(frame[1:]))
+            elif tag == TAG_ITEM_STARTED:
+                self._item_started(slot, frame)
             del frame
             if not reader.has_frame():
                 return
@@ -741,6 +851,9 @@ class ProcessCore:
         task = slot.inflight.popleft()
         now = monotonic()
         slot.avg_time += _EWMA * (now - slot.head_started - slot.avg_time)
+        if task.timeout is not None:
+            self._timed -= 1
+            slot.progress = None  # it names this task (and so holds its result): let both go
         if slot.inflight:
             slot.queued_bytes -= slot.inflight[0].nbytes
             slot.head_started = now
@@ -786,16 +899,25 @@ class ProcessCore:
         exitcode = slot.process.exitcode
         slot.tasks.close()
         slot.results.close()
+        self._timed -= sum(1 for t in slot.inflight if t.timeout is not None)
         running = slot.inflight.popleft() if slot.inflight else None
         unstarted = list(slot.inflight)
         slot.inflight.clear()
+        stopped_for, error = slot.stop_for, slot.stop_error
+        if stopped_for is not None and running is not None and running is not stopped_for:
+            # We killed the worker for a task that finished just before: the next one had barely
+            # started, and its failure would be ours, not its own. Run it again elsewhere.
+            unstarted.insert(0, running)
+            running = None
         with self._lock:
             cancelled = running is not None and running.job in self._cancelled
             self._pending.extendleft(t for t in reversed(unstarted) if t.job not in self._cancelled)
         if running is not None and not cancelled:
             self._tasks_failed += 1
-            running.result._set(running.index, False, self._lost_error(slot, exitcode, running), running.nitems)
-        if (running is not None and not cancelled) or (running is None and exitcode not in (0, None)):
+            if error is None:
+                error = self._lost_error(slot, exitcode, running)
+            running.result._set(running.index, False, error, running.nitems)
+        if stopped_for is None and (running is not None or exitcode not in (0, None)) and not cancelled:
             self._report_lost(slot, exitcode)
         try:
             slot.process.close()
@@ -849,11 +971,66 @@ class ProcessCore:
             self._cancel_requested = False
             cancelled = set(self._cancelled)
         for slot in list(self._slots.values()):
-            if slot.inflight and slot.inflight[0].job in cancelled:
-                try:
-                    slot.process.terminate()
-                except (OSError, ValueError):
-                    pass
+            if slot.inflight and slot.inflight[0].job in cancelled and slot.stop_for is None:
+                self._stop_worker(slot, slot.inflight[0], None)
+
+    # ---------------------------------------------------------------- per-task timeouts
+    def _item_started(self, slot: WorkerSlot, frame: Any) -> None:
+        """A timed chunk's worker moved on to its next item: that item's clock starts now."""
+        _, job, index, item = ItemStartedMessage.HEADER.unpack_from(frame)
+        head = slot.inflight[0] if slot.inflight else None
+        if head is not None and head.job == job and head.index == index:
+            slot.progress = (head, item, monotonic())
+
+    def _check_deadlines(self) -> float | None:
+        """Kill workers whose timed item ran past its task_timeout; seconds until the next deadline.
+
+        Called by the pool thread before each wait, only while timed tasks are held by
+        workers. Failure mode handled: a task that never returns (a hang, an endless loop, a
+        blocking C call that holds the GIL) — nothing inside the worker can be trusted to stop
+        it, so the worker is killed (SIGKILL) and ``_bury`` fails the task with
+        :class:`TaskTimeoutError` when the sentinel fires, then starts a replacement.
+        """
+        now = monotonic()
+        wait: float | None = None
+        for slot in self._slots.values():
+            if not slot.inflight or slot.stop_for is not None:
+                continue
+            task = slot.inflight[0]
+            if task.timeout is None:
+                continue
+            progress = slot.progress
+            if progress is not None and progress[0] is task:
+                _, item, started = progress
+            else:  # the worker has not reported yet: its first item, timed from when it became the head
+                item, started = 0, slot.head_started + (FUNCTION_LOAD_GRACE if task.loads else 0.0)
+            left = started + task.timeout - now
+            if left <= 0:
+                self._stop_worker(slot, task, self._timeout_error(slot, task, item))
+            elif wait is None or left < wait:
+                wait = left
+        return wait
+
+    def _timeout_error(self, slot: WorkerSlot, task: Task, item: int) -> TaskTimeoutError:
+        item += task.first_item
+        return TaskTimeoutError(
+            f"task {item} of {task.result._label} ran longer than its task_timeout of {task.timeout:g} s; "
+            f"its worker (pid {slot.pid}) was stopped and replaced",
+            index=item,
+            timeout=task.timeout,
+        )
+
+    def _stop_worker(self, slot: WorkerSlot, task: Task, error: BaseException | None) -> None:
+        """Kill ``slot``'s worker to stop ``task``; ``_bury`` fails the task with ``error`` (None:
+        the task was cancelled and gets no result) when the worker's sentinel fires."""
+        slot.stop_for, slot.stop_error = task, error
+        try:
+            if error is None:
+                slot.process.terminate()
+            else:
+                slot.process.kill()
+        except (OSError, ValueError):
+            pass
 
     def _choose(self, task: Task, now: float, filling: dict[WorkerSlot, list[Any]]) -> WorkerSlot | None:
         """An idle worker, else the least loaded one running tiny tasks with room, else None.
@@ -891,6 +1068,7 @@ class ProcessCore:
             pending = self._pending
             now = monotonic()
             cancelled = self._cancelled
+            on_dispatch = self.on_dispatch
             while pending:
                 task = pending[0]
                 if task.job in cancelled:  # submitted by an imap feeder after its job was cancelled
@@ -900,22 +1078,29 @@ class ProcessCore:
                 if slot is None:
                     break
                 pending.popleft()
+                if on_dispatch is not None and not on_dispatch(task):
+                    continue
                 frames = sends.setdefault(slot, [])
                 known = slot.known
                 func_id = task.func.id
                 if func_id in known:
                     known.move_to_end(func_id)
+                    loads = False
                 else:
                     if len(known) >= WORKER_FUNCTION_CACHE:
                         old, _ = known.popitem(last=False)
                         frames.append(ForgetMessage.encode(old))
                     known[func_id] = None
                     frames.append(task.func.frame)
+                    loads = True
                 frames.extend(task.frames)
                 if slot.inflight:
                     slot.queued_bytes += task.nbytes
                 else:
                     slot.head_started = now
+                if task.timeout is not None:
+                    task.loads = loads
+                    self._timed += 1
                 slot.inflight.append(task)
                 slot.sent += 1
         for slot, frames in sends.items():
@@ -925,6 +1110,8 @@ class ProcessCore:
                 unsent = [t for t in slot.inflight if any(f is t.frames[0] for f in frames)]
                 for task in unsent:
                     slot.inflight.remove(task)
+                    if task.timeout is not None:
+                        self._timed -= 1
                 slot.ready = False
                 with self._lock:
                     self._pending.extendleft(reversed(unsent))

@@ -30,6 +30,7 @@ __all__ = [
     "WorkerLostError",
     "InitializerError",
     "TaskCancelledError",
+    "TaskTimeoutError",
     "MaybeEncodingError",
     "HandshakeTimeoutError",
     "HandshakeEOFError",
@@ -83,7 +84,27 @@ class InitializerError(WorkerLostError):
 
 class TaskCancelledError(ProcessError):
     """The task was abandoned before it completed: its pool was terminated, or its job was
-    cancelled because a KeyboardInterrupt arrived while the caller waited for it."""
+    cancelled (``result.cancel()``, closing an ``imap`` iterator, or a KeyboardInterrupt while
+    the caller waited for it)."""
+
+
+class TaskTimeoutError(TimeoutError):
+    """A task ran longer than its ``task_timeout``: its worker was killed and replaced.
+
+    Raised for that task only — the ``apply_async`` call, or the chunk of a map holding the
+    late item (a chunk fails as a whole, as it does for any error raised in it). ``index`` is
+    the late item's position in the call's input (0 for ``apply``), ``timeout`` the limit in
+    seconds. A subclass of :class:`nbproc.TimeoutError`, which ``get(timeout)`` raises when it
+    only stops *waiting*: catch ``TaskTimeoutError`` to tell a task that was stopped.
+    """
+
+    def __init__(self, message: str, index: int = 0, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.index, self.timeout))
 
 
 class MaybeEncodingError(_StdMaybeEncodingError, SerializationError):

@@ -25,6 +25,18 @@ running). What differs is what makes it work from a notebook, and never hang:
   script) and draws a bar — a widget in a notebook, text on stderr elsewhere.
 - ``pool.statistics()`` is a frozen snapshot of workers and task counts; in a notebook a pool
   displays itself as a table of them (``_repr_html_``).
+- ``task_timeout=seconds`` (keyword-only, on ``Pool(...)`` as the default of its calls and on
+  each submitting method): a task running longer has its worker killed and replaced, and fails
+  with :class:`TaskTimeoutError` (a :class:`TimeoutError`); the call's other tasks complete.
+  ``get(timeout)`` keeps the stdlib meaning: it stops *waiting*, never the task.
+- ``result.cancel()`` / ``result.cancelled()`` and ``imap_iterator.close()``: drop a job's
+  queued tasks and stop its running ones (their workers are replaced).
+
+Fresh code after a cell re-runs: the task function is serialized at each call, so a pool made
+before ``f`` (or a class ``f`` uses) was re-defined runs the new definition under every start
+method — the stdlib's fork pool runs the definition its workers inherited when they forked,
+and its spawn/forkserver pools cannot run cell code at all. Each new version reaches each
+worker once.
 
 Threads of a process Pool: the caller's (serializes tasks), one ``imap`` feeder thread per
 ``imap`` call over an unsized iterable (or with ``buffersize``), and the pool thread that
@@ -58,6 +70,7 @@ from ._pool_results import (
     RemoteTraceback,
     Room,
     TaskCancelledError,
+    TaskTimeoutError,
     WorkerLostError,
 )
 from ._pool_workers import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, ProcessCore
@@ -77,6 +90,7 @@ __all__ = [
     "WorkerLostError",
     "InitializerError",
     "TaskCancelledError",
+    "TaskTimeoutError",
     "MaybeEncodingError",
     "RemoteTraceback",
     "TimeoutError",
@@ -91,6 +105,26 @@ __all__ = [
 SUBMIT_BATCH = 64
 
 _pool_counter = itertools.count(1)
+
+
+class _PoolDefault:
+    """The default of a call's ``task_timeout``: the pool's own (``None`` means no limit)."""
+
+    def __repr__(self) -> str:
+        return "<pool default>"
+
+
+POOL_DEFAULT: Any = _PoolDefault()
+
+
+def _check_task_timeout(task_timeout: Any) -> float | None:
+    if task_timeout is None:
+        return None
+    if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
+        raise TypeError(f"task_timeout must be a number of seconds or None, not {type(task_timeout).__name__}")
+    if not task_timeout > 0:
+        raise ValueError(f"task_timeout must be > 0, not {task_timeout!r}")
+    return float(task_timeout)
 
 
 def _cpu_count() -> int:
@@ -167,6 +201,7 @@ def _submit_chunks(
     method: str,
     chunksize: int,
     room: Room | None = None,
+    timeout: float | None = None,
 ) -> tuple[int, int]:
     """Serialize ``func`` once and each chunk, hand them to ``core``; return (tasks, items) read.
 
@@ -206,7 +241,11 @@ def _submit_chunks(
             break
         args, nitems = chunk
         try:
-            batch.append(core.make_task(result, index, entry, kind, args, nitems, snapshot))
+            if timeout is None:
+                batch.append(core.make_task(result, index, entry, kind, args, nitems, snapshot))
+            else:  # (no local name for the task: it holds the result, which must stay collectable)
+                timed = {"timeout": timeout, "first_item": index * chunksize}
+                batch.append(core.make_task(result, index, entry, kind, args, nitems, snapshot, **timed))
         except SerializationError as exc:
             result._set(index, False, _precise_error(exc, kind, args, index * chunksize, method), nitems)
         else:
@@ -239,12 +278,19 @@ def _cancelled_on_interrupt(result: Any) -> Iterator[None]:
 
 
 def _feed_imap(
-    core: Any, result_ref: Callable[[], Any], room: Room | None, func: Any, iterable: Any, chunksize: int, method: str
+    core: Any,
+    result_ref: Callable[[], Any],
+    room: Room | None,
+    func: Any,
+    iterable: Any,
+    chunksize: int,
+    method: str,
+    timeout: float | None = None,
 ) -> None:
     """Body of an ``imap`` feeder: read the input, submit tasks, then record the length."""
     try:
         chunks = ((c, len(c)) for c in _chunked(iterable, chunksize))
-        length, items = _submit_chunks(core, result_ref, func, MAP, chunks, True, method, chunksize, room)
+        length, items = _submit_chunks(core, result_ref, func, MAP, chunks, True, method, chunksize, room, timeout)
         result = result_ref()
         if result is not None:
             result._set_length(length, items)
@@ -265,6 +311,8 @@ class Pool:
     ``processes`` defaults to the number of CPUs; ``initializer(*initargs)`` runs in each
     worker as it starts; with ``maxtasksperchild`` a worker is replaced after that many
     tasks; ``context`` chooses the start method (a stdlib context is mapped to nbproc's).
+    ``task_timeout`` (keyword-only, seconds) is the default limit of every task of the pool;
+    each call can set its own.
     """
 
     def __init__(
@@ -274,8 +322,11 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: Any = None,
+        *,
+        task_timeout: float | None = None,
     ) -> None:
         self._core: Any = None
+        self._task_timeout = _check_task_timeout(task_timeout)
         self._processes = processes = _cpu_count() if processes is None else processes
         _check_pool_arguments(processes, initializer, maxtasksperchild)
         self._name = f"{type(self).__name__}-{next(_pool_counter)}"
@@ -331,6 +382,10 @@ class Pool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
+    def _timeout_for(self, task_timeout: Any) -> float | None:
+        """A call's task_timeout: its own, else the pool's."""
+        return self._task_timeout if task_timeout is POOL_DEFAULT else _check_task_timeout(task_timeout)
+
     # -- progress ------------------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for this pool's progress events (see :mod:`nbproc.progress`)."""
@@ -361,13 +416,20 @@ class Pool:
         printer.text(repr(self) if cycle else stats_text(self.statistics()))
 
     # -- submitting work -----------------------------------------------------------------------
-    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None) -> Any:
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: dict[str, Any] | None = None,
+        *,
+        task_timeout: float | None = POOL_DEFAULT,
+    ) -> Any:
         """Call ``func(*args, **kwds)`` in a worker and return its result.
 
-        Blocks without a time limit (use :meth:`apply_async` and ``get(timeout)`` for one); a
-        KeyboardInterrupt while waiting cancels the call (its worker is replaced) and propagates.
+        Blocks until it is done, or until ``task_timeout`` stops it (:class:`TaskTimeoutError`);
+        a KeyboardInterrupt while waiting cancels the call (its worker is replaced) and propagates.
         """
-        return self._apply_async(func, args, kwds, None, None, "apply", snapshot=False).get()
+        return self._apply_async(func, args, kwds, None, None, "apply", False, task_timeout=task_timeout).get()
 
     def apply_async(
         self,
@@ -378,14 +440,24 @@ class Pool:
         error_callback: Callable[[BaseException], Any] | None = None,
         *,
         progress: Any = None,
+        task_timeout: float | None = POOL_DEFAULT,
     ) -> ApplyResult:
         """Call ``func(*args, **kwds)`` in a worker; returns an :class:`AsyncResult` at once.
 
         ``progress``: as for :meth:`map`; pass one
         :class:`nbproc.progress.Batch` to many calls for one bar over all of them.
+        ``task_timeout``: see the module docstring; ``result.cancel()`` stops the call.
         """
         return self._apply_async(
-            func, args, kwds, callback, error_callback, "apply_async", snapshot=True, progress=progress
+            func,
+            args,
+            kwds,
+            callback,
+            error_callback,
+            "apply_async",
+            snapshot=True,
+            progress=progress,
+            task_timeout=task_timeout,
         )
 
     def _apply_async(
@@ -398,18 +470,26 @@ class Pool:
         method: str,
         snapshot: bool,
         progress: Any = False,
+        task_timeout: Any = POOL_DEFAULT,
     ) -> ApplyResult:
         self._check_running()
+        timeout = self._timeout_for(task_timeout)
         label = f"{method}({_func_name(func)})"
         result = ApplyResult(self._core, callback, error_callback, label=label)
         _watch(result, progress, label)
         call = ((tuple(args), dict(kwds or {})), 1)
         with _cancelled_on_interrupt(result):
-            _submit_chunks(self._core, lambda: result, func, APPLY, [call], snapshot, method, 1)
+            _submit_chunks(self._core, lambda: result, func, APPLY, [call], snapshot, method, 1, None, timeout)
         return result
 
     def map(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None, *, progress: Any = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: Any = None,
+        task_timeout: float | None = POOL_DEFAULT,
     ) -> list[Any]:
         """``list(map(func, iterable))`` computed by the workers, in chunks.
 
@@ -423,7 +503,7 @@ class Pool:
         error once all chunks are done); a KeyboardInterrupt while waiting cancels the
         outstanding chunks (workers running them are terminated and replaced) and propagates.
         """
-        return self._map_async(func, iterable, MAP, chunksize, None, None, "map", False, progress).get()
+        return self._map_async(func, iterable, MAP, chunksize, None, None, "map", False, progress, task_timeout).get()
 
     def map_async(
         self,
@@ -434,9 +514,12 @@ class Pool:
         error_callback: Callable[[BaseException], Any] | None = None,
         *,
         progress: Any = None,
+        task_timeout: float | None = POOL_DEFAULT,
     ) -> MapResult:
         """Like :meth:`map`, returning a :class:`MapResult` at once."""
-        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, "map_async", True, progress)
+        return self._map_async(
+            func, iterable, MAP, chunksize, callback, error_callback, "map_async", True, progress, task_timeout
+        )
 
     def starmap(
         self,
@@ -445,9 +528,12 @@ class Pool:
         chunksize: int | None = None,
         *,
         progress: Any = None,
+        task_timeout: float | None = POOL_DEFAULT,
     ) -> list[Any]:
         """Like :meth:`map`, each item unpacked as the arguments: ``func(*item)``; blocks as :meth:`map`."""
-        return self._map_async(func, iterable, STARMAP, chunksize, None, None, "starmap", False, progress).get()
+        return self._map_async(
+            func, iterable, STARMAP, chunksize, None, None, "starmap", False, progress, task_timeout
+        ).get()
 
     def starmap_async(
         self,
@@ -458,10 +544,20 @@ class Pool:
         error_callback: Callable[[BaseException], Any] | None = None,
         *,
         progress: Any = None,
+        task_timeout: float | None = POOL_DEFAULT,
     ) -> MapResult:
         """Like :meth:`starmap`, returning a :class:`MapResult` at once."""
         return self._map_async(
-            func, iterable, STARMAP, chunksize, callback, error_callback, "starmap_async", True, progress
+            func,
+            iterable,
+            STARMAP,
+            chunksize,
+            callback,
+            error_callback,
+            "starmap_async",
+            True,
+            progress,
+            task_timeout,
         )
 
     def _map_async(
@@ -475,8 +571,10 @@ class Pool:
         method: str,
         snapshot: bool,
         progress: Any = False,
+        task_timeout: Any = POOL_DEFAULT,
     ) -> MapResult:
         self._check_running()
+        timeout = self._timeout_for(task_timeout)
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         length = len(iterable)  # type: ignore[arg-type]
@@ -494,7 +592,9 @@ class Pool:
         if chunksize:
             chunks = ((c, len(c)) for c in _chunked(iterable, chunksize))
             with _cancelled_on_interrupt(result):
-                _submit_chunks(self._core, lambda: result, func, kind, chunks, snapshot, method, chunksize)
+                _submit_chunks(
+                    self._core, lambda: result, func, kind, chunks, snapshot, method, chunksize, None, timeout
+                )
         return result
 
     def imap(
@@ -505,6 +605,7 @@ class Pool:
         *,
         buffersize: int | None = None,
         progress: Any = None,
+        task_timeout: float | None = POOL_DEFAULT,
     ) -> IMapIterator:
         """A lazier :meth:`map`: an iterator over the results, in order.
 
@@ -513,8 +614,9 @@ class Pool:
         is read eagerly in the background, as the stdlib does. ``progress``: as for :meth:`map`;
         over an iterable of unknown length the bar shows a count (no ETA) until the input ends,
         and an iterator dropped before its input was read to the end marks its bar "stopped".
+        ``close()`` on the iterator stops the rest of the work.
         """
-        return self._imap(IMapIterator, func, iterable, chunksize, buffersize, "imap", progress)
+        return self._imap(IMapIterator, func, iterable, chunksize, buffersize, "imap", progress, task_timeout)
 
     def imap_unordered(
         self,
@@ -524,9 +626,12 @@ class Pool:
         *,
         buffersize: int | None = None,
         progress: Any = None,
+        task_timeout: float | None = POOL_DEFAULT,
     ) -> IMapIterator:
         """Like :meth:`imap`, yielding results in the order they complete."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, buffersize, "imap_unordered", progress)
+        return self._imap(
+            IMapUnorderedIterator, func, iterable, chunksize, buffersize, "imap_unordered", progress, task_timeout
+        )
 
     def _imap(
         self,
@@ -537,8 +642,10 @@ class Pool:
         buffersize: int | None,
         method: str,
         progress: Any = False,
+        task_timeout: Any = POOL_DEFAULT,
     ) -> IMapIterator:
         self._check_running()
+        timeout = self._timeout_for(task_timeout)
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         if buffersize is not None:
@@ -553,11 +660,11 @@ class Pool:
         core.feeder_started()
         if buffersize is None and hasattr(iterable, "__len__"):
             # Sized input: serialize here (errors still surface per position, at next()).
-            _feed_imap(core, lambda: result, None, func, iterable, chunksize, method)
+            _feed_imap(core, lambda: result, None, func, iterable, chunksize, method, timeout)
         else:
             feeder = threading.Thread(
                 target=_feed_imap,
-                args=(core, weakref.ref(result), result._room, func, iterable, chunksize, method),
+                args=(core, weakref.ref(result), result._room, func, iterable, chunksize, method, timeout),
                 name=f"nbproc-{self._name}-feeder",
                 daemon=True,
             )
@@ -603,3 +710,9 @@ class ThreadPool(Pool):
         from ._pool_threads import ThreadCore
 
         return ThreadCore(processes, initializer, initargs, self._name)
+
+    def _timeout_for(self, task_timeout: Any) -> float | None:
+        """Threads cannot be stopped: a ThreadPool refuses a task_timeout rather than ignore it."""
+        if task_timeout is not POOL_DEFAULT and task_timeout is not None:
+            raise ValueError("ThreadPool cannot stop a running thread: task_timeout needs a process Pool")
+        return None

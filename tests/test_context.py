@@ -122,7 +122,7 @@ def test_star_import_exports_the_stdlibs_names_plus_nbprocs_additions():
     exec("from nbproc import *", ours)
     exec("from multiprocessing import *", theirs)
     additions = {
-        *("SerializationError", "WorkerLostError", "InitializerError", "TaskCancelledError"),
+        *("SerializationError", "WorkerLostError", "InitializerError", "TaskCancelledError", "TaskTimeoutError"),
         *("set_serializer", "get_serializer", "load_ipython_extension", "unload_ipython_extension"),
     }
     assert set(ours) == set(theirs) | additions
