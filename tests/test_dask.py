@@ -257,7 +257,7 @@ def test_owned_local_cluster_is_closed_with_the_pool():
 
 
 def test_import_nbproc_does_not_import_dask():
-    code = "import sys, nbproc, nbproc.pool; print(sorted({m.split('.')[0] for m in sys.modules} & {'dask', 'distributed'}))"
+    code = "import sys, nbproc.pool; print(sorted({m.split('.')[0] for m in sys.modules} & {'dask', 'distributed'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
