@@ -271,7 +271,7 @@ class DaskCore:
         if initializer is not None:
             payload = serialization.dumps((initializer, tuple(initargs)), what="initializer passed to Pool()")
             self._init_future = client.scatter(payload, hash=False)
-        self._completed = as_completed(loop=client.loop, with_results=True, raise_errors=False)
+        self._completed = as_completed(loop=client.loop)
         self._collector = threading.Thread(target=self._collect, name=f"nbproc-dask-{name}", daemon=True)
         self._collector.start()
 
@@ -428,29 +428,60 @@ class DaskCore:
                 self._cond.notify_all()
 
     def _collect(self) -> None:
-        """Collector thread: hand each finished future's outcome to its result, then refill."""
+        """Collector thread: take every finished future, fetch their outcomes in one round trip,
+        hand each to its result, then refill from the pending tasks."""
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._tracked > 0 or self._shut_down)
                 if self._shut_down:
                     return  # terminated or joined: what is still tracked was cancelled
             try:
-                future, outcome = next(self._completed)
+                batch = self._completed.next_batch(block=True)
             except StopIteration:  # pragma: no cover - _tracked counts only what as_completed holds
                 continue
             with self._cond:
-                self._tracked -= 1
-                task = self._running.pop(future.key, None)
-                cancelled = task is None or task.job in self._cancelled or self.state == TERMINATE
+                self._tracked -= len(batch)
+                tasks = [self._running.pop(future.key, None) for future in batch]
                 self._cond.notify_all()
-            if not cancelled:
-                self._deliver(task, future, outcome)  # type: ignore[arg-type]
-            del task, future, outcome
-            self._launch()
+            self._launch()  # the cluster gets new work before we unpack these results
+            live = [
+                (task, future)
+                for task, future in zip(tasks, batch, strict=True)
+                if task is not None and task.job not in self._cancelled and self.state != TERMINATE
+            ]
+            outcomes = self._fetch([future for _, future in live])
+            for (task, future), outcome in zip(live, outcomes, strict=True):
+                self._deliver(task, future, outcome)
+            del tasks, batch, live, outcomes
+
+    def _fetch(self, futures: list[Any]) -> list[Any]:
+        """The finished futures' bytes in one gather; the others' Dask error or cancellation."""
+        finished = [f for f in futures if f.status == "finished"]
+        values: dict[str, Any] = {}
+        if finished:
+            try:
+                values = dict(zip((f.key for f in finished), self.client.gather(finished), strict=True))
+            except BaseException:  # noqa: BLE001 - one of them vanished meanwhile: ask each
+                for future in finished:
+                    try:
+                        values[future.key] = future.result()
+                    except BaseException as exc:  # noqa: BLE001 - reported as that task's error
+                        values[future.key] = exc
+        outcomes = []
+        for future in futures:
+            if future.key in values:
+                outcomes.append(values[future.key])
+            elif future.status == "cancelled":
+                outcomes.append(None)
+            else:
+                try:
+                    outcomes.append(future.exception())
+                except BaseException as exc:  # noqa: BLE001 - e.g. the client is closing
+                    outcomes.append(exc)
+        return outcomes
 
     def _deliver(self, task: DaskTask, future: Any, outcome: Any) -> None:
-        status = future.status
-        if status == "finished":
+        if isinstance(outcome, bytes):
             try:
                 ok, value, output = serialization.loads(outcome)
             except BaseException as exc:  # noqa: BLE001 - e.g. the result's class is not importable here
@@ -460,7 +491,7 @@ class DaskCore:
                     value = value.rebuild()
             if output:
                 _show_output(task.func.route, output)
-        elif status == "cancelled":
+        elif outcome is None:
             ok, value = False, TaskCancelledError(f"task {task.index} of {task.result._label} was cancelled by Dask")
         else:
             ok, value = False, self._lost_error(task, outcome)
@@ -468,9 +499,7 @@ class DaskCore:
 
     def _lost_error(self, task: DaskTask, outcome: Any) -> BaseException:
         """A Dask-level failure (the task never reported an outcome of its own)."""
-        exc = outcome[1] if isinstance(outcome, tuple) and len(outcome) == 3 else outcome
-        if not isinstance(exc, BaseException):
-            exc = RuntimeError(repr(outcome))
+        exc = outcome if isinstance(outcome, BaseException) else RuntimeError(repr(outcome))
         if type(exc).__name__ == "KilledWorker":
             error = WorkerLostError(
                 f"task {task.index} of {task.result._label} was lost: the Dask workers running it died ({exc})"
