@@ -148,7 +148,8 @@ def test_exception_carries_the_remote_traceback(pool):
     cause = info.value.__cause__
     assert isinstance(cause, RemoteTraceback)
     raise_line = check_item.__code__.co_firstlineno + 2
-    assert f"line {raise_line}, in check_item" in str(cause)
+    assert f'{__file__}", line {raise_line}, in check_item' in str(cause)
+    assert 'raise ValueError(f"item {x} is bad")' in str(cause)
 
 
 def test_unserializable_result_is_maybe_encoding_error(pool):
