@@ -6,7 +6,7 @@ Pool does; only where a task runs differs)::
     caller thread(s) / imap feeder         collector thread "nbproc-dask-..."      Dask worker (any host)
     ------------------------------         ----------------------------------      ----------------------
     prepare_function: func bytes
-      --> client.scatter  (once per distinct function; workers fetch it once)
+      --> a payload task   (once per distinct function; workers fetch it once)
     make_task: args bytes (nbproc serializer)
     submit --> pending deque
       launch while in flight < limit
@@ -63,7 +63,7 @@ __all__ = ["DaskCore"]
 INFLIGHT_PER_SLOT = 4
 # ... but never fewer than this, so that a small cluster still overlaps the round trips.
 MIN_INFLIGHT = 16
-# Distinct functions the client keeps scattered (LRU); a loop of apply_async(f) reuses one.
+# Distinct functions the client keeps on the cluster (LRU); a loop of apply_async(f) reuses one.
 RECENT_FUNCTIONS = 16
 # Functions a worker process keeps deserialized, over all pools that use it (LRU).
 WORKER_FUNCTION_CACHE = 64
@@ -155,6 +155,11 @@ def _initializer_failure(token: str, init_payload: bytes | None) -> Failure | No
         return _initialized[token]
 
 
+def _payload(data: bytes) -> bytes:
+    """The Dask task that holds a function's (or initializer's) bytes on the cluster."""
+    return data
+
+
 def _run_on_worker(
     token: str, func_id: int, func_payload: bytes, init_payload: bytes | None, kind: int, args_payload: bytes
 ) -> bytes:
@@ -189,7 +194,7 @@ def _run_on_worker(
 
 
 class DaskFunction:
-    """A task function as the cluster holds it: scattered once, shared by the tasks that use it."""
+    """A task function as the cluster holds it: one payload task, a dependency of the tasks that use it."""
 
     __slots__ = ("id", "future", "route")
 
@@ -267,17 +272,17 @@ class DaskCore:
         self._func_ids = itertools.count()
         self._recent: OrderedDict[bytes, DaskFunction] = OrderedDict()
         self._shut_down = False
-        self._init_future = None  # the initializer and its arguments, scattered once
+        self._init_future = None  # the initializer and its arguments, on the cluster once
         if initializer is not None:
             payload = serialization.dumps((initializer, tuple(initargs)), what="initializer passed to Pool()")
-            self._init_future = client.scatter(payload, hash=False)
+            self._init_future = self._hold(payload)
         self._completed = as_completed(loop=client.loop)
         self._collector = threading.Thread(target=self._collect, name=f"nbproc-dask-{name}", daemon=True)
         self._collector.start()
 
     # ---------------------------------------------------------------- caller-thread API
     def prepare_function(self, func: Any, what: str) -> DaskFunction:
-        """Serialize ``func`` and scatter it (once per distinct function among recent calls)."""
+        """Serialize ``func`` and put it on the cluster (once per distinct function among recent calls)."""
         payload = serialization.dumps(func, what=what)
         route = _current_route()
         with self._cond:
@@ -285,7 +290,7 @@ class DaskCore:
             if entry is not None and entry.route is route:
                 self._recent.move_to_end(payload)
                 return entry
-        future = self.client.scatter(payload, hash=False)
+        future = self._hold(payload)
         entry = DaskFunction(next(self._func_ids), future, route)
         with self._cond:
             self._recent[payload] = entry
@@ -376,6 +381,15 @@ class DaskCore:
         return []
 
     # ---------------------------------------------------------------- internals
+    def _hold(self, payload: bytes) -> Any:
+        """A future whose value is ``payload``, for tasks to depend on.
+
+        A task, not ``client.scatter``: scattered data lives only on the workers that got it,
+        and when they die Dask cancels every task depending on it; a task's bytes live in its
+        spec on the scheduler, so Dask recomputes them elsewhere and the dependents carry on.
+        """
+        return self.client.submit(_payload, payload, key=f"nbproc_payload-{self._token}-{next(self._keys)}", pure=False)
+
     def _idle(self) -> bool:
         return not self._pending and not self._running and not self._feeders and not self._launching
 
