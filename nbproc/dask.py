@@ -50,8 +50,8 @@ from ._dask_core import DaskCore
 
 __all__ = ["Pool", "IMAP_BUFFER_PER_SLOT"]
 
-# Unconsumed imap tasks per slot over an unsized iterable: enough to keep every worker thread
-# busy while the consumer catches up, few enough that an endless generator stays small.
+#: Unconsumed ``imap`` tasks per slot over an unsized iterable: enough to keep every worker
+#: thread busy while the consumer catches up, few enough that an endless generator stays small.
 IMAP_BUFFER_PER_SLOT = 8
 
 
