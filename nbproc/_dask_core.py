@@ -67,6 +67,8 @@ MIN_INFLIGHT = 16
 RECENT_FUNCTIONS = 16
 # Functions a worker process keeps deserialized, over all pools that use it (LRU).
 WORKER_FUNCTION_CACHE = 64
+# A cancelled future raises its cancellation at once; this only bounds a client that is closing.
+CANCEL_REASON_TIMEOUT = 1.0
 # How long terminate() waits for the collector thread to see its cancelled futures.
 COLLECTOR_JOIN_TIMEOUT = 5.0
 
@@ -240,6 +242,24 @@ def _show_output(route: Any, chunks: list[tuple[str, str]]) -> None:
         stream = getattr(sys, name)
         stream.write(text)
         stream.flush()
+
+
+class _CancelledByDask:
+    """The outcome of a future Dask cancelled without our asking (e.g. the scheduler is gone)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _cancel_reason(future: Any) -> str:
+    """Dask's reason for cancelling ``future`` ("scheduler-connection-lost"...), read without a round trip."""
+    try:
+        future.result(timeout=CANCEL_REASON_TIMEOUT)
+    except BaseException as exc:  # noqa: BLE001 - the cancellation is what we are reading
+        return str(getattr(exc, "reason", None) or exc or type(exc).__name__)
+    return "unknown reason"
 
 
 class DaskCore:
@@ -486,7 +506,7 @@ class DaskCore:
             if future.key in values:
                 outcomes.append(values[future.key])
             elif future.status == "cancelled":
-                outcomes.append(None)
+                outcomes.append(_CancelledByDask(_cancel_reason(future)))
             else:
                 try:
                     outcomes.append(future.exception())
@@ -505,8 +525,13 @@ class DaskCore:
                     value = value.rebuild()
             if output:
                 _show_output(task.func.route, output)
-        elif outcome is None:
-            ok, value = False, TaskCancelledError(f"task {task.index} of {task.result._label} was cancelled by Dask")
+        elif isinstance(outcome, _CancelledByDask):
+            ok, value = (
+                False,
+                TaskCancelledError(
+                    f"task {task.index} of {task.result._label} was cancelled by the Dask cluster ({outcome.reason})"
+                ),
+            )
         else:
             ok, value = False, self._lost_error(task, outcome)
         task.result._set(task.index, ok, value, task.nitems)

@@ -296,3 +296,27 @@ def test_killed_worker_during_a_map_completes_or_fails_clearly(cli_cluster):
                     assert "died" in str(exc)
     finally:
         _stop(extra)
+
+
+def test_scheduler_killed_during_a_map_fails_clearly():
+    """The other side dying is noticed: outstanding results fail at once, nothing hangs."""
+    address = f"tcp://{HOST}:{_free_port()}"
+    scheduler = subprocess.Popen(
+        [DASK, "scheduler", "--host", HOST, "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = _start_worker(address)
+    try:
+        p = nbproc.dask.Pool(address=address)
+        try:
+            res = p.map_async(time.sleep, [0.5] * 6, chunksize=1)
+            time.sleep(0.2)
+            scheduler.kill()
+            with pytest.raises(TaskCancelledError, match="cancelled by the Dask cluster"):
+                res.get(timeout=60)
+        finally:
+            p.terminate()
+    finally:
+        _stop(worker)
+        _stop(scheduler)
