@@ -96,10 +96,7 @@ class Pool(_pool.Pool):
         cluster_options: dict[str, Any] | None = None,
     ) -> None:
         self._core = None
-        if processes is not None and processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
+        _pool._check_pool_arguments(1 if processes is None else processes, initializer, None)  # before connecting
         self._client, self._owned = _connect(client, address, processes, dict(cluster_options or {}))
         try:
             if processes is None:

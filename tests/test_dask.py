@@ -258,6 +258,15 @@ def test_owned_local_cluster_is_closed_with_the_pool():
     # the autouse fixture checks that the LocalCluster's processes are gone
 
 
+def test_arguments_are_checked_before_connecting(client):
+    with pytest.raises(ValueError, match="at least 1"):
+        nbproc.dask.Pool(0, client=client)
+    with pytest.raises(TypeError, match="initializer"):
+        nbproc.dask.Pool(client=client, initializer=3)
+    with pytest.raises(ValueError, match="either client= or address="):
+        nbproc.dask.Pool(client=client, address="tcp://127.0.0.1:1")
+
+
 def test_import_nbproc_does_not_import_dask():
     code = "import sys, nbproc.pool; print(sorted({m.split('.')[0] for m in sys.modules} & {'dask', 'distributed'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
