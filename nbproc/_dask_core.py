@@ -434,24 +434,26 @@ class DaskCore:
             launched = len(batch)
             futures: list[Future] = []
             try:
-                for task in batch:
-                    key = f"nbproc-{self._token}-{next(self._keys)}"
-                    task.future = self.client.submit(
-                        _run_on_worker,
-                        self._token,
-                        task.func.id,
-                        task.func.future,
-                        self._init_future,
-                        task.kind,
-                        task.payload,
-                        key=key,
-                        pure=False,
-                    )
-                    futures.append(task.future)
+                # One client.map per batch: one message to the scheduler, far cheaper per task
+                # than a submit() each.
+                futures = self.client.map(
+                    _run_on_worker,
+                    [self._token] * len(batch),
+                    [task.func.id for task in batch],
+                    [task.func.future for task in batch],
+                    [self._init_future] * len(batch),
+                    [task.kind for task in batch],
+                    [task.payload for task in batch],
+                    key=[f"nbproc-{self._token}-{next(self._keys)}" for _ in batch],
+                    pure=False,
+                )
+                for task, future in zip(batch, futures, strict=True):
+                    task.future = future
             except BaseException as exc:  # noqa: BLE001 - e.g. the client is closed: fail these tasks
-                for task in batch[len(futures) :]:
+                futures = []
+                for task in batch:
                     task.result._set(task.index, False, exc, task.nitems)
-                batch = batch[: len(futures)]
+                batch = []
             with self._cond:
                 for task in batch:
                     self._running[task.future.key] = task
