@@ -54,6 +54,7 @@ from typing import Any
 from . import serialization
 from ._pool_engine import CLOSE, RUN, TERMINATE, Failure, dump_outcome, run_task
 from .exceptions import InitializerError, TaskCancelledError, WorkerLostError
+from .progress import PoolStatistics
 
 __all__ = ["DaskCore"]
 
@@ -292,6 +293,7 @@ class DaskCore:
         self._func_ids = itertools.count()
         self._recent: OrderedDict[bytes, DaskFunction] = OrderedDict()
         self._shut_down = False
+        self._tasks_done = self._tasks_failed = 0  # statistics (collector thread; read under _cond)
         self._init_future = None  # the initializer and its arguments, on the cluster once
         if initializer is not None:
             payload = serialization.dumps((initializer, tuple(initargs)), what="initializer passed to Pool()")
@@ -399,6 +401,26 @@ class DaskCore:
 
     def worker_processes(self) -> list[Any]:
         return []
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of this pool's side: ``running`` counts the futures handed to Dask (running or
+        queued on the cluster), ``queued`` the tasks not yet handed over; no per-worker rows (the
+        workers are Dask's: see its dashboard)."""
+        with self._cond:
+            queued, running = len(self._pending), len(self._running)
+            done, failed = self._tasks_done, self._tasks_failed
+        return PoolStatistics(
+            name=self.name,
+            start_method="dask",
+            state=self.state,
+            processes=self.processes,
+            workers=(),
+            queued=queued,
+            running=running,
+            done=done,
+            failed=failed,
+            jobs=len(self.jobs),
+        )
 
     # ---------------------------------------------------------------- internals
     def _hold(self, payload: bytes) -> Any:
@@ -536,6 +558,11 @@ class DaskCore:
             )
         else:
             ok, value = False, self._lost_error(task, outcome)
+        with self._cond:
+            if ok:
+                self._tasks_done += 1
+            else:
+                self._tasks_failed += 1
         task.result._set(task.index, ok, value, task.nitems)
 
     def _lost_error(self, task: DaskTask, outcome: Any) -> BaseException:

@@ -140,6 +140,17 @@ def test_progress_events_count_every_item(pool):
     assert [e.items for e in events if e.kind == "done"] == [4, 4, 4]
 
 
+def test_progress_argument_and_statistics(pool, engine):
+    events = []
+    assert pool.map(lambda x: x, range(9), chunksize=3, progress=events.append) == list(range(9))
+    assert events[-1].finished and events[-1].done == 9
+    assert list(pool.imap(lambda x: x, iter(range(4)), progress=events.append)) == [0, 1, 2, 3]
+    assert events[-1].finished and events[-1].done == 4
+    stats = pool.statistics()
+    assert stats.state == "RUN" and stats.processes == 2 and stats.done >= 3 + 4
+    assert stats.start_method == engine.name
+
+
 def test_serialization_errors_are_reported_at_the_call(pool, engine):
     if not engine.serializes:
         pytest.skip("threads share objects: nothing is serialized")
