@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -329,3 +330,23 @@ def test_scheduler_killed_during_a_map_fails_clearly():
     finally:
         _stop(worker)
         _stop(scheduler)
+
+
+def test_parallel_magic_runs_on_a_cluster(cli_cluster, capsys):
+    """``%%parallel --cluster ADDRESS``: the cell's body, with the notebook's names, on the Dask workers."""
+    from nbproc.jupyter import parallel
+
+    address, workers = cli_cluster
+    shell = types.SimpleNamespace(user_ns={"scale": 10, "f": lambda v: v * 10}, execution_count=3)
+    body = "import os\nprint('run', worker_id)\n(f(x) + scale, os.getpid())\n"
+    try:
+        mapped = parallel.parallel_magic(shell, f"--cluster {address} --map x in range(6)", body)
+        per_slot = parallel.parallel_magic(shell, f"--cluster {address}", "(worker_id, n_workers)")
+        assert parallel.cluster_pool(address) is parallel.cluster_pool(address)  # warm between cells
+    finally:
+        assert parallel.shutdown_warm_pool()
+    assert [r[0] for r in mapped] == [x * 10 + 10 for x in range(6)]
+    assert {r[1] for r in mapped} <= {w.pid for w in workers}
+    assert per_slot == [(0, 2), (1, 2)]  # -n defaults to the cluster's two worker threads
+    out = capsys.readouterr().out
+    assert sorted(line for line in out.splitlines() if " run " in line) == [f"[{i}] run {i}" for i in range(6)]
