@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import reprlib
 import selectors
 import signal
 import struct
@@ -73,14 +72,13 @@ from multiprocessing.process import BaseProcess
 from time import monotonic
 from typing import Any
 
-from . import _output, remote_error, serialization
+from . import _output, serialization
+from ._pool_engine import Failure, encoding_error
 from ._pool_results import (
     InitializerError,
-    MaybeEncodingError,
     TaskCancelledError,
     TaskTimeoutError,
     WorkerLostError,
-    attach_remote_traceback,
 )
 from .connection import FrameReader, Pipe, dumps_with_buffers, write_frames
 from .progress import PoolStatistics, WorkerStatistics
@@ -178,33 +176,8 @@ class ResultMessage:
         try:
             body, buffers = dumps_with_buffers(value, what="pool task result")
         except Exception as exc:  # noqa: BLE001 - whatever the pickler raised, the parent must hear of it
-            original = value.exc if isinstance(value, Failure) else value
-            error = MaybeEncodingError.__new__(MaybeEncodingError)
-            error.exc, error.value = repr(exc), reprlib.repr(original)
-            error.args = (error.exc, error.value)
-            tb = value.tb if isinstance(value, Failure) else None
-            body, buffers, ok = serialization.dumps(Failure(error, tb)), [], False
+            body, buffers, ok = serialization.dumps(encoding_error(exc, value)), [], False
         return [cls.HEADER.pack(TAG_RESULT, job, index, ok, len(buffers)) + body, *buffers]
-
-
-class Failure:
-    """An exception raised in a worker, with its traceback's carrier (pickles are traceback-less)."""
-
-    __slots__ = ("exc", "tb")
-
-    def __init__(self, exc: BaseException, tb: remote_error.RemoteErrorCarrier | None) -> None:
-        self.exc = exc
-        self.tb = tb
-
-    @classmethod
-    def capture(cls, exc: BaseException) -> Failure:
-        return cls(exc, remote_error.capture(exc))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Failure, (self.exc, self.tb))
-
-    def rebuild(self) -> BaseException:
-        return attach_remote_traceback(self.exc, self.tb)
 
 
 # --------------------------------------------------------------------------------------------
