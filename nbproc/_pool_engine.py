@@ -65,20 +65,29 @@ class Failure:
         return remote_error.attach(self.exc, self.tb)
 
 
-def run_task(func: Callable[..., Any], kind: int, args: Any, capture: bool = True) -> tuple[bool, Any]:
+def run_task(
+    func: Callable[..., Any], kind: int, args: Any, capture: bool = True, started: Callable[[int], Any] | None = None
+) -> tuple[bool, Any]:
     """Run one task (an apply call or a chunk); return ``(True, value)`` or ``(False, error)``.
 
     ``error`` is a :class:`Failure` when ``capture`` (the outcome leaves the process, and its
     traceback must travel as a carrier), else the exception itself (a thread engine: the
-    exception keeps its live traceback).
+    exception keeps its live traceback). ``started(k)``, if given, is called before item ``k``
+    of a chunk (0 for an apply call): a process engine's per-item ``task_timeout`` clock.
     """
     try:
-        if kind == MAP:
-            return True, list(map(func, args))
-        if kind == STARMAP:
-            return True, list(itertools.starmap(func, args))
-        positional, keywords = args
-        return True, func(*positional, **keywords)
+        if kind == APPLY:
+            if started is not None:
+                started(0)
+            positional, keywords = args
+            return True, func(*positional, **keywords)
+        if started is None:
+            return True, list(map(func, args) if kind == MAP else itertools.starmap(func, args))
+        values = []
+        for k, item in enumerate(args):
+            started(k)
+            values.append(func(*item) if kind == STARMAP else func(item))
+        return True, values
     except BaseException as exc:  # noqa: BLE001 - the task's outcome, sent to the caller
         return False, (Failure.capture(exc) if capture else exc)
 

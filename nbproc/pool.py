@@ -59,6 +59,7 @@ from multiprocessing import util
 from typing import Any
 
 from . import serialization
+from ._pool_engine import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE
 from ._pool_results import (
     ApplyResult,
     AsyncResult,
@@ -73,7 +74,7 @@ from ._pool_results import (
     TaskTimeoutError,
     WorkerLostError,
 )
-from ._pool_workers import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, ProcessCore
+from ._pool_workers import ProcessCore
 from ._progress_display import listener_for
 from .context import TimeoutError
 from .progress import Listener, PoolStatistics
