@@ -396,11 +396,8 @@ class DaskCore:
             result._abort(error)
         self._shutdown()
 
-    def worker_pids(self) -> list[int]:
-        return []  # the workers are Dask's, possibly on other hosts
-
     def worker_processes(self) -> list[Any]:
-        return []
+        return []  # the workers are Dask's, possibly on other hosts
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of this pool's side: ``running`` counts the futures handed to Dask (running or

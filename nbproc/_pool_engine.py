@@ -19,10 +19,13 @@ from __future__ import annotations
 import itertools
 import reprlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import remote_error, serialization
 from .exceptions import MaybeEncodingError
+
+if TYPE_CHECKING:
+    from .progress import PoolStatistics
 
 __all__ = [
     "APPLY",
@@ -157,6 +160,7 @@ class PoolEngine(Protocol):
 
     def terminate(self) -> None: ...
 
-    def worker_pids(self) -> list[int]: ...
+    def worker_processes(self) -> list[Any]:
+        """The live worker processes (``Pool._pool``); empty where the workers are not ours."""
 
-    def worker_processes(self) -> list[Any]: ...
+    def statistics(self) -> PoolStatistics: ...

@@ -47,6 +47,7 @@ from typing import Any
 
 from . import pool as _pool
 from ._dask_core import DaskCore
+from ._pool_engine import PoolEngine
 
 __all__ = ["Pool", "IMAP_BUFFER_PER_SLOT"]
 
@@ -107,7 +108,9 @@ class Pool(_pool.Pool):
                 resource.close()
             raise
 
-    def _make_core(self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any) -> Any:
+    def _make_core(
+        self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any
+    ) -> PoolEngine:
         return DaskCore(self._client, self._owned, processes, initializer, initargs, self._name)
 
     @property

@@ -75,6 +75,15 @@ def pool(engine):
         yield p
 
 
+def test_engine_fulfils_the_contract(pool):
+    """Every member the facade may use (``nbproc._pool_engine.PoolEngine``) exists on the engine."""
+    from nbproc._pool_engine import PoolEngine
+
+    members = set(PoolEngine.__annotations__) | {n for n in vars(PoolEngine) if not n.startswith("_")}
+    assert members >= {"submit", "make_task", "statistics", "jobs", "state"}
+    assert [m for m in sorted(members) if not hasattr(pool._core, m)] == []
+
+
 def test_map_starmap_and_imap_keep_order(pool):
     k = 3
     xs = list(range(23))
