@@ -21,7 +21,9 @@ Differences from a local Pool, because a cluster is not a set of our own process
 
 - ``processes`` is the number of parallel task slots used for chunking and for how many
   tasks are in flight; with a cluster given it defaults to the cluster's worker threads.
-- ``maxtasksperchild`` and ``context`` do not exist: Dask owns its workers' lifetimes.
+- ``maxtasksperchild`` and ``context`` do not exist: Dask owns its workers' lifetimes; nor
+  does ``task_timeout`` (a call given one raises ``ValueError``): Dask cannot stop a task
+  that is running in a worker thread.
 - ``initializer(*initargs)`` runs once in each worker process that runs a task of the pool,
   before its first task (workers joining later run it too).
 - ``terminate()`` and KeyboardInterrupt cancel the futures; a task already running in a Dask
@@ -112,6 +114,15 @@ class Pool(_pool.Pool):
         self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any
     ) -> PoolEngine:
         return DaskCore(self._client, self._owned, processes, initializer, initargs, self._name)
+
+    def _timeout_for(self, task_timeout: Any) -> None:
+        """``task_timeout=`` of a call: refused here, because Dask cannot stop a task that runs.
+
+        (A local pool kills the worker running a late task; a Dask worker thread cannot be
+        stopped, so a "timed out" task would go on occupying it unseen.)
+        """
+        if task_timeout is not None and task_timeout is not getattr(_pool, "POOL_DEFAULT", None):
+            raise ValueError("task_timeout is not available on a Dask cluster: Dask cannot stop a running task")
 
     @property
     def client(self) -> Any:
