@@ -268,6 +268,14 @@ def test_arguments_are_checked_before_connecting(client):
         nbproc.dask.Pool(client=client, address="tcp://127.0.0.1:1")
 
 
+def test_task_timeout_is_refused_clearly(pool):
+    with pytest.raises(ValueError, match="Dask cannot stop a running task"):
+        pool.map(abs, [1], task_timeout=1)
+    with pytest.raises(ValueError, match="Dask cannot stop a running task"):
+        pool.imap(abs, iter([1]), task_timeout=1)
+    assert pool.map(abs, [-1]) == [1]  # the pool is unharmed
+
+
 def test_import_nbproc_does_not_import_dask():
     code = "import sys, nbproc.pool; print(sorted({m.split('.')[0] for m in sys.modules} & {'dask', 'distributed'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

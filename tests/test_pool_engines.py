@@ -149,6 +149,14 @@ def test_progress_events_count_every_item(pool):
     assert [e.items for e in events if e.kind == "done"] == [4, 4, 4]
 
 
+def test_cancel_ends_a_job_at_once(pool):
+    res = pool.apply_async(time.sleep, (0.3,))
+    assert res.cancel() and res.cancelled()
+    with pytest.raises(TaskCancelledError):
+        res.get(timeout=5)
+    assert pool.map(lambda x: x + 1, range(3)) == [1, 2, 3]  # the pool carries on
+
+
 def test_progress_argument_and_statistics(pool, engine):
     events = []
     assert pool.map(lambda x: x, range(9), chunksize=3, progress=events.append) == list(range(9))
