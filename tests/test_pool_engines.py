@@ -149,12 +149,13 @@ def test_progress_events_count_every_item(pool):
     assert [e.items for e in events if e.kind == "done"] == [4, 4, 4]
 
 
-def test_cancel_ends_a_job_at_once(pool):
-    res = pool.apply_async(time.sleep, (0.3,))
-    assert res.cancel() and res.cancelled()
-    with pytest.raises(TaskCancelledError):
-        res.get(timeout=5)
-    assert pool.map(lambda x: x + 1, range(3)) == [1, 2, 3]  # the pool carries on
+def test_cancel_ends_a_job_at_once(engine):
+    with engine.make(1) as p:  # its own pool: a process engine replaces the worker it stops
+        res = p.apply_async(time.sleep, (0.3,))
+        assert res.cancel() and res.cancelled()
+        with pytest.raises(TaskCancelledError):
+            res.get(timeout=5)
+        assert p.map(lambda x: x + 1, range(3)) == [1, 2, 3]  # the pool carries on
 
 
 def test_progress_argument_and_statistics(pool, engine):
