@@ -19,7 +19,6 @@ import sys
 from multiprocessing import reduction
 from typing import Any
 
-from . import popen
 from .exceptions import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 from .process import ForkProcess, ForkServerProcess, Process, SpawnProcess
 
@@ -133,9 +132,13 @@ class BaseContext(_std.BaseContext):
         from . import connection  # noqa: F401
 
     def set_executable(self, executable: str) -> None:
+        from . import popen  # launching machinery: loaded when used, not with nbproc
+
         popen.set_executable(executable)
 
     def set_forkserver_preload(self, module_names: list[str]) -> None:
+        from . import popen
+
         popen.set_forkserver_preload(module_names)
 
     # -- contexts and start methods -----------------------------------------------------

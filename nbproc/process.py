@@ -348,6 +348,16 @@ def _launcher(method: str) -> Any:
     def launch(process_obj: Any) -> Any:
         from . import popen
 
+        if method == "fork":
+            from multiprocessing import resource_tracker
+
+            from . import serialization
+
+            # The child must share our resource tracker (spawn and forkserver children always
+            # do): large buffers sent through shared memory are registered there (see
+            # nbproc._shm_buffers). Starting it costs this process one fork+exec, once.
+            resource_tracker.ensure_running()
+            serialization.prepare_fork()
         return popen.LAUNCHERS[method](process_obj)
 
     return staticmethod(launch)
