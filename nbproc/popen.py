@@ -197,8 +197,13 @@ class SpawnPopen(_PayloadLaunch, popen_spawn_posix.Popen):
 
 # nbproc's own fork server: its preload list is nbproc's (set_forkserver_preload), and a
 # stdlib user in the same interpreter keeps its own server and settings.
+# What the server always imports once, so each forked child starts with it loaded: nbproc, the
+# pool worker's module, and cloudpickle (``import nbproc`` no longer loads it; a child that
+# receives a notebook-defined target or task would otherwise import it: ~10-20 ms per child).
+# A module that cannot be imported is skipped by the server.
+_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "cloudpickle")
 _forkserver = forkserver.ForkServer()
-_forkserver.set_forkserver_preload(["__main__", "nbproc"])
+_forkserver.set_forkserver_preload(["__main__", *_ALWAYS_PRELOADED])
 
 
 def _fresh_forkserver_after_fork() -> None:
@@ -226,13 +231,13 @@ def forkserver_instance() -> forkserver.ForkServer:
 def set_forkserver_preload(module_names: list[str]) -> None:
     """Modules the fork server imports once, so that forked children start with them loaded.
 
-    ``nbproc`` itself is always preloaded: it makes every forkserver child cheaper.
+    ``nbproc`` itself (with the pool worker and cloudpickle, see ``_ALWAYS_PRELOADED``) is
+    always preloaded: it makes every forkserver child cheaper.
     """
     names = list(module_names)
     if not all(type(mod) is str for mod in names):
         raise TypeError("module_names must be a list of strings")
-    if "nbproc" not in names:
-        names.append("nbproc")
+    names.extend(name for name in _ALWAYS_PRELOADED if name not in names)
     _forkserver.set_forkserver_preload(names)
 
 
