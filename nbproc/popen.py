@@ -48,7 +48,7 @@ from multiprocessing import (
 from multiprocessing.context import set_spawning_popen
 from typing import Any
 
-from . import serialization
+from . import _shm_buffers, serialization
 from .process import attached_setup
 
 __all__ = [
@@ -129,7 +129,17 @@ def _child_payload(popen: Any, process_obj: Any) -> bytes:
         set_spawning_popen(popen)
         try:
             start_up = serialization.dumps(_preparation_data(process_obj._name), what="start-up data")
-            return start_up + serialization.dumps(process_obj)
+            # Large arrays among the arguments go through shared memory (nbproc._shm_buffers);
+            # the child maps them. If it dies first, the resource tracker removes them.
+            refs: list[bytes] = []
+            try:
+                data = serialization.dumps(process_obj, buffer_callback=_shm_buffers.collector(refs))
+                if refs:
+                    data = serialization.dumps(_shm_buffers.WithSharedBuffers(data, refs))
+            except BaseException:
+                _shm_buffers.discard(refs)
+                raise
+            return start_up + data
         finally:
             set_spawning_popen(None)
 

@@ -204,7 +204,7 @@ _cloudpickle_code_reduce: Any = None  # cloudpickle's reducer for code objects, 
 _DISPATCH = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
 _CLOUDPICKLE_TYPES = frozenset(
     {
-        classmethod, staticmethod, property, memoryview, types.CellType, types.CodeType,
+        classmethod, staticmethod, property, types.CellType, types.CodeType,
         types.GetSetDescriptorType, types.ModuleType, types.MethodType, types.MappingProxyType,
         weakref.WeakSet, typing.TypeVar, io.TextIOWrapper,
         type({}.keys()), type({}.values()), type({}.items()),
@@ -212,9 +212,29 @@ _CLOUDPICKLE_TYPES = frozenset(
         abc.abstractmethod, abc.abstractclassmethod, abc.abstractstaticmethod, abc.abstractproperty,
     }
 )  # fmt: skip
-# Not listed (and left to the plain pickler until cloudpickle is loaded): ``logging.Logger``,
+# Not listed: ``memoryview``, which nbproc reduces itself (below); and (left to the plain pickler
+# until cloudpickle is loaded) ``logging.Logger``,
 # which pickles by name either way, and dataclasses' field markers, met only inside a class
 # that travels by value, by which time cloudpickle is loaded.
+
+
+def _reduce_memoryview(view: memoryview) -> tuple[Any, tuple[Any, ...]]:
+    """A memoryview travels as its bytes and comes back as a memoryview of the same format and
+    shape (cloudpickle sends ``bytes``; the stdlib cannot pickle it). A contiguous one is handed
+    over as a protocol-5 buffer, so a large one goes out of band like an array's memory."""
+    data = pickle.PickleBuffer(view) if view.c_contiguous else view.tobytes()
+    return _rebuild_memoryview, (data, view.format, view.shape)
+
+
+def _rebuild_memoryview(data: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
+    view = memoryview(data)
+    try:
+        return view.cast("B").cast(fmt, shape)
+    except (TypeError, ValueError):  # a format or shape cast() cannot express: the bytes, flat
+        return view.cast("B")
+
+
+register(memoryview, _reduce_memoryview)
 
 
 def _load_cloudpickle() -> Any:
