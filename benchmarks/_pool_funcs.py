@@ -15,3 +15,15 @@ def burn(n: int) -> int:
     for i in range(n * 20):
         total += i * i % 7
     return total
+
+
+def nbytes(x: Any) -> int:
+    """Receive an array, send back a small answer (measures the way to the worker)."""
+    return x.nbytes
+
+
+def make_array(n: int) -> Any:
+    """Send back an array of ``n`` float64 (measures the way back)."""
+    import numpy as np
+
+    return np.full(n, 1.5)
