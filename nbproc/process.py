@@ -36,13 +36,10 @@ forwarding registers its own from :mod:`nbproc.jupyter`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from multiprocessing.process import (
     ORIGINAL_DIR,
     AuthenticationString,
@@ -53,7 +50,7 @@ from multiprocessing.process import (
     current_process,
     parent_process,
 )
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _exit, _notebook_child, _orphans, remote_error
 
@@ -81,15 +78,15 @@ _reexported_private = (_cleanup, _dangling)
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Hook:
+# The records below are named tuples, not dataclasses: ``import nbproc`` loads this module, and
+# dataclasses costs ~4 ms of imports (inspect, ast, dis) in every process, pool workers included.
+class _Hook(NamedTuple):
     name: str
     capture: Callable[[str], Any]
     apply: Callable[[Any], None]
 
 
-@dataclass(frozen=True)
-class _ShippedHook:
+class _ShippedHook(NamedTuple):
     """One hook's state on its way to a child: ``apply`` travels as module + qualified name."""
 
     name: str
@@ -98,8 +95,7 @@ class _ShippedHook:
     state: Any
 
 
-@dataclass(frozen=True)
-class _ChildSetup:
+class _ChildSetup(NamedTuple):
     """Everything a child applies before ``run()``: what travels on the process object."""
 
     start_method: str
@@ -163,6 +159,8 @@ def attached_setup(process_obj: BaseProcess, start_method: str) -> Iterator[None
 
 
 def _resolve(module: str, qualname: str) -> Callable[[Any], None]:
+    import importlib
+
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -176,6 +174,8 @@ def _apply_setup(setup: _ChildSetup) -> None:
             _resolve(hook.module, hook.qualname)(hook.state)
         except BaseException as exc:  # a child that half set itself up must not run user code
             sys.stderr.write(f"nbproc: child set-up hook {hook.name!r} failed in {current_process().name}:\n")
+            import traceback
+
             traceback.print_exception(type(exc), exc, exc.__traceback__)
             sys.stderr.flush()
             raise SystemExit(1) from None
@@ -220,8 +220,7 @@ class _InheritedStdio:
             os.dup2(dup.detach(), target)
 
 
-@dataclass(frozen=True)
-class _Config:
+class _Config(NamedTuple):
     start_method: str
     serializer: str
     stdio: Any  # _ParentStdio in the parent; _InheritedStdio or None in the child
