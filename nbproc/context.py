@@ -17,10 +17,13 @@ from __future__ import annotations
 import multiprocessing.context as _std
 import sys
 from multiprocessing import reduction
-from typing import Any
 
 from .exceptions import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 from .process import ForkProcess, ForkServerProcess, Process, SpawnProcess
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BaseContext",
@@ -37,7 +40,6 @@ __all__ = [
     "TimeoutError",
     "AuthenticationError",
 ]
-
 
 
 class BaseContext(_std.BaseContext):

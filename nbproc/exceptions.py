@@ -18,7 +18,10 @@ from __future__ import annotations
 import builtins
 import pickle
 from multiprocessing.context import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ProcessError",

@@ -39,6 +39,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from multiprocessing.process import (
     ORIGINAL_DIR,
@@ -50,7 +51,10 @@ from multiprocessing.process import (
     current_process,
     parent_process,
 )
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import _exit, _notebook_child, _orphans, remote_error
 
@@ -78,28 +82,17 @@ _reexported_private = (_cleanup, _dangling)
 # --------------------------------------------------------------------------------------------
 
 
-# The records below are named tuples, not dataclasses: ``import nbproc`` loads this module, and
-# dataclasses costs ~4 ms of imports (inspect, ast, dis) in every process, pool workers included.
-class _Hook(NamedTuple):
-    name: str
-    capture: Callable[[str], Any]
-    apply: Callable[[Any], None]
+# The records below are named tuples, not dataclasses nor typing.NamedTuple: ``import nbproc``
+# loads this module, and dataclasses (inspect, ast, dis: ~4 ms) or typing (~2 ms) would be
+# imported by every process, pool workers included.
 
-
-class _ShippedHook(NamedTuple):
-    """One hook's state on its way to a child: ``apply`` travels as module + qualified name."""
-
-    name: str
-    module: str
-    qualname: str
-    state: Any
-
-
-class _ChildSetup(NamedTuple):
-    """Everything a child applies before ``run()``: what travels on the process object."""
-
-    start_method: str
-    hooks: tuple[_ShippedHook, ...]
+#: A registered hook: name, capture(start_method) -> state, apply(state).
+_Hook = namedtuple("_Hook", "name capture apply")
+#: One hook's state on its way to a child: ``apply`` travels as module + qualified name.
+_ShippedHook = namedtuple("_ShippedHook", "name module qualname state")
+#: Everything a child applies before ``run()``: what travels on the process object
+#: (``hooks``: a tuple of _ShippedHook).
+_ChildSetup = namedtuple("_ChildSetup", "start_method hooks")
 
 
 _hooks: dict[str, _Hook] = {}  # insertion order is the order hooks run in
@@ -220,10 +213,9 @@ class _InheritedStdio:
             os.dup2(dup.detach(), target)
 
 
-class _Config(NamedTuple):
-    start_method: str
-    serializer: str
-    stdio: Any  # _ParentStdio in the parent; _InheritedStdio or None in the child
+#: nbproc's own settings for a child; ``stdio``: _ParentStdio in the parent, _InheritedStdio
+#: or None in the child.
+_Config = namedtuple("_Config", "start_method serializer stdio")
 
 
 def _capture_config(start_method: str) -> _Config:

@@ -34,15 +34,17 @@ import reprlib
 import sys
 import threading
 import types
-import typing
-import weakref
+from _weakrefset import WeakSet  # weakref.WeakSet itself, without importing weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
 
 from .exceptions import SerializationError
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The private parts of ``cloudpickle.cloudpickle`` that nbproc relies on (here and in
 #: ``_ctypes_classes``), for the supported range pinned in pyproject.toml. The test suite checks
@@ -202,11 +204,11 @@ _cloudpickle_code_reduce: Any = None  # cloudpickle's reducer for code objects, 
 # (sockets, connections), then (inserted on load) nbproc's code reducer and cloudpickle's
 # reducers, then copyreg's.
 _DISPATCH = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
-_CLOUDPICKLE_TYPES = frozenset(
+_CLOUDPICKLE_TYPES: frozenset[type] = frozenset(
     {
         classmethod, staticmethod, property, types.CellType, types.CodeType,
         types.GetSetDescriptorType, types.ModuleType, types.MethodType, types.MappingProxyType,
-        weakref.WeakSet, typing.TypeVar, io.TextIOWrapper,
+        WeakSet, io.TextIOWrapper,
         type({}.keys()), type({}.values()), type({}.items()),
         type(OrderedDict().keys()), type(OrderedDict().values()), type(OrderedDict().items()),
         abc.abstractmethod, abc.abstractclassmethod, abc.abstractstaticmethod, abc.abstractproperty,
@@ -216,6 +218,8 @@ _CLOUDPICKLE_TYPES = frozenset(
 # until cloudpickle is loaded) ``logging.Logger``,
 # which pickles by name either way, and dataclasses' field markers, met only inside a class
 # that travels by value, by which time cloudpickle is loaded.
+if "typing" in sys.modules:  # a TypeVar can only exist once typing is loaded (nbproc does not load it)
+    _CLOUDPICKLE_TYPES |= {sys.modules["typing"].TypeVar}
 
 
 def _reduce_memoryview(view: memoryview) -> tuple[Any, tuple[Any, ...]]:
