@@ -56,7 +56,7 @@ def load_ipython_extension(ipython: object) -> None:
     _load(ipython)
 
 
-def unload_ipython_extension(ipython: _Any) -> None:
+def unload_ipython_extension(ipython: object) -> None:
     """``%unload_ext nbproc``: removes what ``%load_ext nbproc`` installed."""
     from .jupyter import unload_ipython_extension as _unload
 
