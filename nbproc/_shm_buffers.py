@@ -61,7 +61,9 @@ __all__ = ["SHM_THRESHOLD", "PREFIX", "available", "export", "is_ref", "attach",
 #: of copying here. Above it the pipe's second copy and its 64 KiB round trips dominate and
 #: shared memory is several times faster (see ``benchmarks/arrays.py``). Raising it costs
 #: throughput for mid-sized arrays; lowering it adds segments whose set-up exceeds the copy saved.
-SHM_THRESHOLD = 1024 * 1024
+#: Where fresh shared-memory pages are slow to allocate (some VMs), raise it with the
+#: ``NBPROC_SHM_THRESHOLD`` environment variable (bytes; children inherit it).
+SHM_THRESHOLD = int(os.environ.get("NBPROC_SHM_THRESHOLD", 1024 * 1024))
 
 _ENV_TREE = "NBPROC_SHM_TREE"
 _TREE = os.environ.setdefault(_ENV_TREE, os.urandom(3).hex())
