@@ -27,3 +27,10 @@ def make_array(n: int) -> Any:
     import numpy as np
 
     return np.full(n, 1.5)
+
+
+def pipe_only() -> None:
+    """Pool initializer: this worker sends every buffer through its pipe (no shared memory)."""
+    from nbproc import _shm_buffers
+
+    _shm_buffers.SHM_THRESHOLD = 1 << 62

@@ -4,6 +4,8 @@ the floors beside them.
 * ``to workers``  ``map(nbytes, 8 arrays of 16 MiB, chunksize=1)``: each array goes to a
   worker, a small int comes back.
 * ``back``        ``map(make_array, [n] * 8, chunksize=1)``: each worker sends a 16 MiB array.
+* ``nbproc pipe``: nbproc with its shared-memory path switched off (every buffer through the
+  pipe, as out-of-band frames), to show what shared memory changes on this machine.
 * floors: ``raw pipe`` — 16 MiB written by one process into an OS pipe and read by another
   (the two copies every pipe-based transfer pays, nothing else); ``memcpy`` — one copy of
   16 MiB into an existing array in this process.
@@ -42,14 +44,30 @@ def _pool(lib: str, method: str) -> tuple[Callable[..., list[Any]], Callable[[],
 
         executor = loky.ProcessPoolExecutor(max_workers=2)
         return (lambda f, xs: list(executor.map(f, xs, chunksize=1))), (lambda: executor.shutdown(wait=True))
-    module = importlib.import_module("multiprocessing" if lib == "stdlib" else lib)
-    pool = module.get_context(method).Pool(2)
+    if lib == "nbproc pipe":  # nbproc with shared memory off on both sides: what it saves
+        from nbproc import _shm_buffers
+
+        pool = importlib.import_module("nbproc").get_context(method).Pool(2, initializer=_pool_funcs.pipe_only)
+
+        def run(f: Any, xs: Any) -> list[Any]:
+            saved, _shm_buffers.SHM_THRESHOLD = _shm_buffers.SHM_THRESHOLD, 1 << 62
+            try:
+                return pool.map(f, xs, 1)
+            finally:
+                _shm_buffers.SHM_THRESHOLD = saved
+
+    else:
+        module = importlib.import_module("multiprocessing" if lib == "stdlib" else lib)
+        pool = module.get_context(method).Pool(2)
+
+        def run(f: Any, xs: Any) -> list[Any]:
+            return pool.map(f, xs, 1)
 
     def close() -> None:
         pool.close()
         pool.join()
 
-    return (lambda f, xs: pool.map(f, xs, 1)), close
+    return run, close
 
 
 def _raw_pipe_seconds(data: np.ndarray) -> float:
@@ -118,7 +136,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     compile_nbproc()
-    libs = ["stdlib", "nbproc"]
+    libs = ["stdlib", "nbproc", "nbproc pipe"]
     for optional in ("multiprocess", "loky"):
         try:
             importlib.import_module(optional)
