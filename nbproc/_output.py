@@ -37,7 +37,10 @@ import socket
 import struct
 import sys
 from collections import namedtuple
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ForwardState",

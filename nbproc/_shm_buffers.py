@@ -56,10 +56,14 @@ except ImportError:  # pragma: no cover - Windows: buffers stay in the pipe
 __all__ = ["SHM_THRESHOLD", "PREFIX", "available", "export", "is_ref", "attach", "discard", "sweep"]
 
 #: Buffers of at least this many bytes travel through shared memory. Below it the pipe wins:
-#: a segment costs a fixed ~60-100 us (create, size, map, unmap on the sender; open, map,
-#: unlink on the receiver; two resource-tracker messages), which a pipe spends on ~0.5-1 MiB
-#: of copying here. Above it the pipe's second copy and its 64 KiB round trips dominate and
-#: shared memory is several times faster (see ``benchmarks/arrays.py``). Raising it costs
+#: a segment costs a fixed ~60-100 us (create, map, unmap, unlink; two resource-tracker
+#: messages), which a pipe spends on ~0.5-1 MiB of copying (measured here: at 64-512 KiB the
+#: pipe was faster, at 1 MiB they were level). Above it the sender writes once and goes on
+#: (it no longer waits for the reader 64 KiB at a time) and the receiver maps instead of
+#: copying: 16 MiB results came back 1.8-2.9x faster than through nbproc's pipe path
+#: (``benchmarks/arrays.py``, column ``nbproc pipe``). The cost that remains is the kernel
+#: allocating fresh shared pages for every segment: on a VM where that is slow, a single
+#: sender (the parent feeding many workers) gains little. Raising the threshold costs
 #: throughput for mid-sized arrays; lowering it adds segments whose set-up exceeds the copy saved.
 #: Where fresh shared-memory pages are slow to allocate (some VMs), raise it with the
 #: ``NBPROC_SHM_THRESHOLD`` environment variable (bytes; children inherit it).
