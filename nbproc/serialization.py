@@ -149,16 +149,23 @@ def _tag_main_classes_before_fork() -> None:
     finds the class by name). Tagging before the fork makes parent and child agree. Classes
     defined inside functions are not reachable here and keep cloudpickle's behaviour.
 
-    This is the one place that imports cloudpickle without a by-value object in hand: only
-    when ``__main__`` defines classes (a notebook, a script with classes), once per process.
+    Runs inside ``os.fork()``: it must not import anything (a module imported here, such as
+    logging, would register fork handlers halfway through the fork). nbproc's own fork start
+    loads cloudpickle beforehand when ``__main__`` has classes (:func:`prepare_fork`).
     """
-    classes = _main_classes()
-    if not classes:
-        return
-    tag = getattr(_load_cloudpickle(), "_get_or_create_tracker_id", None)
+    module = _cloudpickle_module or sys.modules.get("cloudpickle.cloudpickle")
+    tag = getattr(module, "_get_or_create_tracker_id", None)
     if tag is not None:
-        for cls in classes:
+        for cls in _main_classes():
             tag(cls)
+
+
+def prepare_fork() -> None:
+    """Before nbproc forks a child: load cloudpickle if ``__main__`` defines classes, so that the
+    fork can tag them (see :func:`_tag_main_classes_before_fork`). Once per process at most;
+    a ``__main__`` without classes (most scripts) never pays for it."""
+    if _cloudpickle_module is None and _main_classes():
+        _load_cloudpickle()
 
 
 if hasattr(os, "register_at_fork"):
