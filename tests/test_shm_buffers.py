@@ -123,6 +123,22 @@ def test_small_buffers_keep_the_plain_path():
     assert len(frames) == 3 and not shm.is_ref(frames[2])  # out of band, through the pipe
 
 
+def test_listener_client_connections_never_use_shared_memory(shm_clean, monkeypatch):
+    """Their peer may be on another machine (or in another process tree): a segment name would
+    mean nothing there, even with ``out_of_band=True``."""
+    from nbproc.connection import Client, Listener
+
+    monkeypatch.setattr(shm, "export", lambda raw: pytest.fail("exported for a Listener/Client peer"))
+    array = np.arange(MIB // 4, dtype=np.float64)
+    with Listener(("127.0.0.1", 0), out_of_band=True) as listener:
+        client = Client(listener.address, out_of_band=True)
+        server = listener.accept()
+        client.send(array)
+        assert (server.recv() == array).all()
+        client.close()
+        server.close()
+
+
 # -- through every channel, under every start method ------------------------------------------
 
 
