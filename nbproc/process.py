@@ -52,11 +52,11 @@ from multiprocessing.process import (
     parent_process,
 )
 
+from . import _notebook_child, _orphans
+
 TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
 if TYPE_CHECKING:
     from typing import Any
-
-from . import _exit, _notebook_child, _orphans, remote_error
 
 __all__ = [
     "BaseProcess",
@@ -154,6 +154,7 @@ def attached_setup(process_obj: BaseProcess, start_method: str) -> Iterator[None
 def _resolve(module: str, qualname: str) -> Callable[[Any], None]:
     import importlib
 
+
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -168,6 +169,7 @@ def _apply_setup(setup: _ChildSetup) -> None:
         except BaseException as exc:  # a child that half set itself up must not run user code
             sys.stderr.write(f"nbproc: child set-up hook {hook.name!r} failed in {current_process().name}:\n")
             import traceback
+
 
             traceback.print_exception(type(exc), exc, exc.__traceback__)
             sys.stderr.flush()
@@ -278,6 +280,8 @@ class _NbprocProcess(BaseProcess):
         it, and every other kind of child, in a safe order.
         """
         super().start()
+        from . import _exit  # loaded with the first child: it imports multiprocessing.util, subprocess...
+
         _exit.install()
 
     def join(self, timeout: float | None = None) -> None:
@@ -292,6 +296,8 @@ class _NbprocProcess(BaseProcess):
         try:
             super().join(timeout)
         except KeyboardInterrupt:
+            from . import remote_error  # loaded when needed: it imports dataclasses, multiprocessing.pool
+
             if self._popen is not None and remote_error._kernel_shell() is not None:
                 _stop_interrupted(self)
             raise
