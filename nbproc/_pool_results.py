@@ -1,9 +1,10 @@
 """What a Pool call returns (``AsyncResult``, ``MapResult``, ``IMapIterator``) and the errors it raises.
 
 A *job* is one call (``apply_async``, ``map_async``, ``imap``...). Its tasks (one call, or one
-chunk of a map) are run by a pool *core* — worker processes (:mod:`nbproc._pool_workers`) or
-threads (:mod:`nbproc._pool_threads`) — which reports each task with ``result._set(index, ok,
-value, nitems)`` from its result thread. The caller's thread blocks in ``get``/``wait``/
+chunk of a map) are run by a pool *engine* — worker processes (:mod:`nbproc._pool_workers`),
+threads (:mod:`nbproc._pool_threads`) or a Dask cluster (:mod:`nbproc._dask_core`), all
+fulfilling :class:`nbproc._pool_engine.PoolEngine` — which reports each task with
+``result._set(index, ok, value, nitems)`` from its result thread. The caller's thread blocks in ``get``/``wait``/
 ``next``. Semantics follow CPython's ``multiprocessing.pool``:
 
 - ``ApplyResult``: one value; ``callback``/``error_callback`` run on the result thread before

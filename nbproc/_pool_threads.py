@@ -17,15 +17,14 @@ A cancelled job (KeyboardInterrupt while waiting) likewise loses its queued task
 
 from __future__ import annotations
 
-import itertools
 import os
 import queue
 import threading
 import weakref
 from typing import Any
 
-from ._pool_results import InitializerError, TaskCancelledError
-from ._pool_workers import CLOSE, MAP, RUN, STARMAP, TERMINATE
+from ._pool_engine import CLOSE, RUN, TERMINATE, run_task
+from .exceptions import InitializerError, TaskCancelledError
 from .progress import PoolStatistics, WorkerStatistics
 
 __all__ = ["ThreadCore"]
@@ -47,7 +46,7 @@ class ThreadTask:
 
 
 class ThreadCore:
-    """Worker threads behind ThreadPool; the same interface as :class:`ProcessCore`."""
+    """Worker threads behind ThreadPool; fulfils :class:`nbproc._pool_engine.PoolEngine`."""
 
     def __init__(self, processes: int, initializer: Any, initargs: tuple, name: str) -> None:
         self.processes = processes
@@ -185,17 +184,7 @@ class ThreadCore:
                 continue
             with self._lock:
                 self._busy += 1
-            try:
-                func = task.func
-                if task.kind == MAP:
-                    value = list(map(func, task.args))
-                elif task.kind == STARMAP:
-                    value = list(itertools.starmap(func, task.args))
-                else:
-                    value = func(*task.args[0], **task.args[1])
-                ok = True
-            except BaseException as exc:  # noqa: BLE001 - the task's outcome
-                ok, value = False, exc
+            ok, value = run_task(task.func, task.kind, task.args, capture=False)  # the live exception, if any
             with self._lock:
                 self._busy -= 1
                 if ok:

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import reprlib
 import selectors
 import signal
 import struct
@@ -75,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _output, serialization
 from . import _shm_buffers as _shm
+from ._pool_engine import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, Failure, encoding_error, run_task
 from .connection import FrameReader, Pipe, dumps_with_buffers, write_frames
 from .exceptions import InitializerError, TaskCancelledError, TaskTimeoutError, WorkerLostError
 
@@ -83,15 +83,12 @@ from .exceptions import InitializerError, TaskCancelledError, TaskTimeoutError, 
 # ~4 ms, and multiprocessing.pool) are imported where a failure or the parent side needs them.
 if TYPE_CHECKING:
     from .progress import PoolStatistics
-    from .remote_error import RemoteErrorCarrier
 
 __all__ = ["ProcessCore", "worker_main", "APPLY", "MAP", "STARMAP"]
 
-# Task kinds: how the worker calls the function on the task's arguments.
-APPLY, MAP, STARMAP = 0, 1, 2
-# Flag or-ed into a task's kind when it has a task_timeout: the worker then says when each item
-# of a chunk after the first starts (ItemStartedMessage), so the deadline applies per item.
-# Untimed tasks send nothing extra.
+# Flag or-ed into a task's kind (nbproc._pool_engine's APPLY/MAP/STARMAP) when it has a
+# task_timeout: the worker then says when each item of a chunk after the first starts
+# (ItemStartedMessage), so the deadline applies per item. Untimed tasks send nothing extra.
 TIMED = 0x80
 
 # A worker gets a second task while it runs the first only if the queued bytes stay below this:
@@ -178,39 +175,8 @@ class ResultMessage:
         try:
             body, buffers = dumps_with_buffers(value, what="pool task result")
         except Exception as exc:  # noqa: BLE001 - whatever the pickler raised, the parent must hear of it
-            original = value.exc if isinstance(value, Failure) else value
-            from .exceptions import MaybeEncodingError
-
-            error = MaybeEncodingError.__new__(MaybeEncodingError)
-            error.exc, error.value = repr(exc), reprlib.repr(original)
-            error.args = (error.exc, error.value)
-            tb = value.tb if isinstance(value, Failure) else None
-            body, buffers, ok = serialization.dumps(Failure(error, tb)), [], False
+            body, buffers, ok = serialization.dumps(encoding_error(exc, value)), [], False
         return [cls.HEADER.pack(TAG_RESULT, job, index, ok, len(buffers)) + body, *buffers]
-
-
-class Failure:
-    """An exception raised in a worker, with its traceback's carrier (pickles are traceback-less)."""
-
-    __slots__ = ("exc", "tb")
-
-    def __init__(self, exc: BaseException, tb: RemoteErrorCarrier | None) -> None:
-        self.exc = exc
-        self.tb = tb
-
-    @classmethod
-    def capture(cls, exc: BaseException) -> Failure:
-        from . import remote_error
-
-        return cls(exc, remote_error.capture(exc))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Failure, (self.exc, self.tb))
-
-    def rebuild(self) -> BaseException:
-        from ._pool_results import attach_remote_traceback
-
-        return attach_remote_traceback(self.exc, self.tb)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,18 +273,6 @@ def _item_reporter(out: int, job: int, index: int) -> Any:
     return started
 
 
-def _run_timed_chunk(func: Any, args: Any, star: bool, started: Any, announce_first: bool) -> list[Any]:
-    """Run a timed chunk item by item, announcing each item after the first (the parent
-    times the first from the moment the task became the worker's head, or, when the task
-    came with its function, from ``announce_first``'s message)."""
-    out = []
-    for k, item in enumerate(args):
-        if k or announce_first:
-            started(k)
-        out.append(func(*item) if star else func(item))
-    return out
-
-
 def _run_task(
     functions: dict[int, Any],
     func_id: int,
@@ -328,23 +282,27 @@ def _run_task(
     started: Any = None,
     announce_first: bool = False,
 ) -> tuple[bool, Any]:
+    """Decode one task's arguments and run it through :func:`nbproc._pool_engine.run_task`.
+
+    ``started(k)`` (timed tasks) announces item ``k`` of a chunk to the parent; the first
+    item only with ``announce_first`` (otherwise the parent times it from the moment the task
+    became the worker's head).
+    """
     func = functions.get(func_id)
     if isinstance(func, Failure):
         return False, func
     try:
         args = serialization.loads(body, buffers=buffers)
-        if started is not None:
-            if kind != APPLY:
-                return True, _run_timed_chunk(func, args, kind == STARMAP, started, announce_first)
-            if announce_first:
-                started(0)
-        if kind == MAP:
-            return True, list(map(func, args))
-        if kind == STARMAP:
-            return True, list(itertools.starmap(func, args))
-        return True, func(*args[0], **args[1])
-    except BaseException as exc:  # noqa: BLE001 - the task's outcome, sent to the caller
+    except BaseException as exc:  # noqa: BLE001 - e.g. an argument's class cannot be imported here
         return False, Failure.capture(exc)
+    hook = None
+    if started is not None:
+
+        def hook(k: int) -> None:
+            if k or announce_first:
+                started(k)
+
+    return run_task(func, kind, args, started=hook)
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,11 +420,10 @@ def _stop_unwatched(process: Any) -> None:
 
 
 _WAKE, _RESULT, _DEATH = 0, 1, 2
-RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
 
 class ProcessCore:
-    """Workers and the pool thread behind :class:`nbproc.pool.Pool` (see the module docstring).
+    """Workers and the pool thread behind :class:`nbproc.pool.Pool`; fulfils :class:`nbproc._pool_engine.PoolEngine`.
 
     The facade (``Pool``) owns the public API and keeps only a reference to this object, so a
     Pool that is dropped without ``close()`` can be garbage collected and terminate us.

@@ -59,6 +59,7 @@ from multiprocessing import util
 from typing import Any
 
 from . import serialization
+from ._pool_engine import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, PoolEngine
 from ._pool_results import (
     ApplyResult,
     AsyncResult,
@@ -73,7 +74,7 @@ from ._pool_results import (
     TaskTimeoutError,
     WorkerLostError,
 )
-from ._pool_workers import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, ProcessCore
+from ._pool_workers import ProcessCore
 from ._progress_display import listener_for
 from .context import TimeoutError
 from .progress import Listener, PoolStatistics
@@ -333,7 +334,9 @@ class Pool:
         self._core = self._make_core(processes, initializer, tuple(initargs), maxtasksperchild, context)
         self._finalizer = util.Finalize(self, self._core.terminate, exitpriority=15)
 
-    def _make_core(self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any) -> Any:
+    def _make_core(
+        self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any
+    ) -> PoolEngine:
         self._ctx = _nbproc_context(context)
         return ProcessCore(processes, initializer, initargs, maxtasks, self._ctx, self._name)
 
@@ -706,7 +709,9 @@ class ThreadPool(Pool):
     ) -> None:
         super().__init__(processes, initializer, initargs)
 
-    def _make_core(self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any) -> Any:
+    def _make_core(
+        self, processes: int, initializer: Any, initargs: tuple, maxtasks: int | None, context: Any
+    ) -> PoolEngine:
         from ._pool_threads import ThreadCore
 
         return ThreadCore(processes, initializer, initargs, self._name)

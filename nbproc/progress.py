@@ -411,7 +411,7 @@ class PoolStatistics:
     """
 
     name: str
-    start_method: str  #: "fork", "spawn", "forkserver", or "thread"
+    start_method: str  #: "fork", "spawn", "forkserver", "thread", or "dask"
     state: str  #: "RUN", "CLOSE" or "TERMINATE"
     processes: int  #: the pool's size
     workers: tuple[WorkerStatistics, ...]

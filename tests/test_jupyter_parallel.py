@@ -183,7 +183,7 @@ print("doc", all(opt in doc for opt in ("-n", "--map", "--out", "--start-method"
     # 24
     "%%parallel --bogus\n1",
     # 25
-    "%%parallel --cluster tcp://127.0.0.1:8786\n1",
+    "%%parallel --cluster tcp://127.0.0.1:8786 --start-method spawn\n1",
     # 26
     "%%parallel --map nothing here\n1",
     # 27
@@ -260,7 +260,7 @@ def test_parallel_magic_in_a_kernel(tmp_path):
 
     # usage errors say what is wrong
     assert "unrecognized arguments: --bogus" in _error(nb.cells[24])["text"]
-    assert "--cluster is reserved" in _error(nb.cells[25])["text"]
+    assert "--start-method does not apply with --cluster" in _error(nb.cells[25])["text"]  # runs: tests/test_dask.py
     assert "--map expects" in _error(nb.cells[26])["text"]
     error = _error(nb.cells[27])  # not defined in the notebook: NameError in the workers
     assert error.ename == "ParallelError" and "NameError" in error.evalue

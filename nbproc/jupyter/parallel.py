@@ -77,7 +77,11 @@ Options:
   --bg                 return at once with a handle (.get(), .ready(), .results)
   --status             show the warm pool (line magic)
   --shutdown           stop the warm pool (line magic)
-  --cluster ADDRESS    reserved for Dask clusters; not available yet
+  --cluster ADDRESS    run on the Dask cluster whose scheduler is at ADDRESS (needs
+                       nbproc[dask]); -n defaults to the cluster's worker threads, and the
+                       runs are spread by Dask (not necessarily one per worker); Dask
+                       cannot stop a running task, so --timeout/--fail-fast/interrupt
+                       abandon runs (their results are dropped) rather than stop them
 
 Workers stay warm between cells: the pool starts on first use and is reused by later
 cells with the same -n and --start-method; a cell with another size or method replaces it
@@ -94,6 +98,7 @@ _IPYTHON_HISTORY = re.compile(r"_i{0,3}\d*$")
 _warm_lock = threading.Lock()
 _warm: Any = None
 _warm_key: tuple[int, str] | None = None
+_cluster_pools: dict[str, Any] = {}  # scheduler address -> nbproc.dask.Pool (under _warm_lock)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -243,17 +248,37 @@ def warm_pool(n: int, start_method: str) -> Any:
         return _warm
 
 
+def cluster_pool(address: str) -> Any:
+    """The warm :class:`nbproc.dask.Pool` connected to the scheduler at ``address`` (made on first use)."""
+    with _warm_lock:
+        pool = _cluster_pools.get(address)
+        if pool is None or pool._state != "RUN":
+            try:
+                from ..dask import Pool as DaskPool
+            except ImportError as exc:
+                raise _usage(f"--cluster needs Dask distributed (pip install nbproc[dask]): {exc}") from None
+            try:
+                pool = _cluster_pools[address] = DaskPool(address=address)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise _usage(f"--cluster: cannot connect to {address}: {exc}") from None
+        return pool
+
+
 def current_warm_pool() -> Any:
     return _warm
 
 
 def shutdown_warm_pool() -> bool:
-    """Stop the warm pool; False if there was none."""
+    """Stop the warm pool (and disconnect the ``--cluster`` pools); False if there was none."""
     global _warm, _warm_key
     with _warm_lock:
         pool, _warm, _warm_key = _warm, None, None
+        clusters = list(_cluster_pools.values())
+        _cluster_pools.clear()
+    for cluster in clusters:  # our connections to the clusters; the clusters themselves stay up
+        cluster.terminate()
     if pool is None:
-        return False
+        return bool(clusters)
     pool.terminate()
     return True
 
@@ -449,8 +474,8 @@ def _cell_filename(shell: Any, source: str, count: int) -> str:
 def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
     """Parse, capture the names, submit; returns the run and the parsed options."""
     options, spec = parse_line(line)
-    if options.cluster is not None:
-        raise _usage("--cluster is reserved for running on a Dask cluster, which is not available yet")
+    if options.cluster is not None and options.start_method is not None:
+        raise _usage("--start-method does not apply with --cluster: Dask starts its own workers")
     if options.status or options.shutdown:
         raise _usage("--status and --shutdown are line-magic options: use `%parallel --status`")
     if options.n is not None and options.n < 1:
@@ -474,7 +499,8 @@ def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
         raise _usage(f"the body is not valid Python: {exc}") from None
     names = names_read(tree)
     targets = None
-    n = options.n or _cpu_count()
+    pool = cluster_pool(options.cluster) if options.cluster is not None else None
+    n = options.n or (pool._processes if pool is not None else _cpu_count())
     if spec is not None:
         targets, expr = split_map_spec(spec)
         names -= names_read(ast.parse(targets))
@@ -498,9 +524,10 @@ def start_run(shell: Any, line: str, cell: str) -> tuple[ParallelRun, Any]:
         n_workers=n,
         targets=targets,
     )
-    pool = warm_pool(n, method)
-    if spec is None:
-        _wait_until_ready(pool, n)
+    if pool is None:
+        pool = warm_pool(n, method)
+        if spec is None:
+            _wait_until_ready(pool, n)
     run = ParallelRun(pool, job, tasks, timeout=options.timeout, fail_fast=options.fail_fast, progress=progress)
     return run, options
 
