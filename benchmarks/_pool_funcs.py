@@ -15,3 +15,22 @@ def burn(n: int) -> int:
     for i in range(n * 20):
         total += i * i % 7
     return total
+
+
+def nbytes(x: Any) -> int:
+    """Receive an array, send back a small answer (measures the way to the worker)."""
+    return x.nbytes
+
+
+def make_array(n: int) -> Any:
+    """Send back an array of ``n`` float64 (measures the way back)."""
+    import numpy as np
+
+    return np.full(n, 1.5)
+
+
+def pipe_only() -> None:
+    """Pool initializer: this worker sends every buffer through its pipe (no shared memory)."""
+    from nbproc import _shm_buffers
+
+    _shm_buffers.SHM_THRESHOLD = 1 << 62

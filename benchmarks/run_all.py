@@ -10,6 +10,10 @@ HERE = pathlib.Path(__file__).parent
 
 
 def main() -> None:
+    sys.path.insert(0, str(HERE))
+    from _common import compile_nbproc
+
+    compile_nbproc()  # once for every script below (see its docstring)
     failed = []
     for script in sorted(HERE.glob("*.py")):
         if script.name.startswith("_") or script.name == "run_all.py":

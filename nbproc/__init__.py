@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing as _std_multiprocessing
 import sys as _sys
-from typing import Any as _Any
 
 # process: always loaded, as multiprocessing.process is (code reads nbproc.process._dangling);
 # _output: registers the output-forwarding set-up hook (a no-op outside a Jupyter kernel);
@@ -50,14 +49,14 @@ if "__main__" in _sys.modules:
     _sys.modules.setdefault("__mp_main__", _sys.modules["__main__"])
 
 
-def load_ipython_extension(ipython: _Any) -> None:
+def load_ipython_extension(ipython: object) -> None:
     """``%load_ext nbproc``: imported lazily so that workers never import IPython."""
     from .jupyter import load_ipython_extension as _load
 
     _load(ipython)
 
 
-def unload_ipython_extension(ipython: _Any) -> None:
+def unload_ipython_extension(ipython: object) -> None:
     """``%unload_ext nbproc``: removes what ``%load_ext nbproc`` installed."""
     from .jupyter import unload_ipython_extension as _unload
 

@@ -34,25 +34,25 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
-from multiprocessing.connection import wait
+from collections import namedtuple
 from multiprocessing.process import current_process, parent_process
-
-from . import remote_error
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ORPHAN_EXIT_CODE = 3  # exit code of a child whose parent died (nobody reads it; useful in logs)
 
 
-@dataclass(frozen=True)
-class _ParentInfo:
-    pid: int
-    start_method: str
-    main_thread: bool
-    in_kernel: bool
+# A named tuple, not a dataclass: ``import nbproc`` loads this module (dataclasses: ~4 ms).
+# Fields:
+# pid: int
+# start_method: str
+# main_thread: bool
+# in_kernel: bool
+_ParentInfo = namedtuple("_ParentInfo", "pid start_method main_thread in_kernel")
 
 
 def capture(start_method: str) -> _ParentInfo:
+    from . import remote_error  # loaded when used: it imports dataclasses, multiprocessing.pool
+
     return _ParentInfo(
         os.getpid(),
         start_method,
@@ -83,6 +83,8 @@ def _die_with_os_parent() -> None:
 
 def _exit_when_closed(sentinel: int) -> None:
     try:
+        from multiprocessing.connection import wait  # only in a child watching its parent
+
         wait([sentinel])
     except OSError:
         return  # the fd went away with an orderly shutdown of this process

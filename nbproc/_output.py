@@ -36,8 +36,11 @@ import os
 import socket
 import struct
 import sys
-from dataclasses import dataclass
-from typing import Any
+from collections import namedtuple
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ForwardState",
@@ -59,18 +62,15 @@ REGISTRATION = struct.Struct("!qi")
 MARK_JOB = struct.Struct("!q")
 
 
-@dataclass(frozen=True)
-class ForwardState:
-    """parent -> child (the set-up hook's state): where and under which route to register.
+# A named tuple, not a dataclass: every pool worker imports this module, and dataclasses costs
+# ~4 ms of imports (inspect, ast, dis) per spawned worker.
+ForwardState = namedtuple("ForwardState", "address route token")
+ForwardState.__doc__ = """parent -> child (the set-up hook's state): where and under which route to register.
 
-    ``address`` is the router's datagram socket; ``route`` names the cell that started the
-    child (looked up by the router when the pipes arrive); ``token`` starts every job marker
-    the child writes into its own output (random per kernel, so user output cannot forge one).
-    """
-
-    address: str
-    route: int
-    token: bytes
+``address`` (str) is the router's datagram socket; ``route`` (int) names the cell that started
+the child (looked up by the router when the pipes arrive); ``token`` (bytes) starts every job
+marker the child writes into its own output (random per kernel, so user output cannot forge one).
+"""
 
 
 # True in a child whose fds 1/2 lead to a kernel's router (set by apply, cleared in a forked child).

@@ -21,11 +21,11 @@ import reprlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import remote_error, serialization
-from .exceptions import MaybeEncodingError
+from . import serialization
 
 if TYPE_CHECKING:
     from .progress import PoolStatistics
+    from .remote_error import RemoteErrorCarrier
 
 __all__ = [
     "APPLY",
@@ -52,12 +52,14 @@ class Failure:
 
     __slots__ = ("exc", "tb")
 
-    def __init__(self, exc: BaseException, tb: remote_error.RemoteErrorCarrier | None) -> None:
+    def __init__(self, exc: BaseException, tb: RemoteErrorCarrier | None) -> None:
         self.exc = exc
         self.tb = tb
 
     @classmethod
     def capture(cls, exc: BaseException) -> Failure:
+        from . import remote_error  # on the first failure only: a worker starts without it
+
         return cls(exc, remote_error.capture(exc))
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -65,6 +67,8 @@ class Failure:
 
     def rebuild(self) -> BaseException:
         """In the receiver: the exception, with the worker's traceback as its ``__cause__``."""
+        from . import remote_error
+
         return remote_error.attach(self.exc, self.tb)
 
 
@@ -97,6 +101,8 @@ def run_task(
 
 def encoding_error(exc: BaseException, value: Any) -> Failure:
     """The outcome that replaces a result the serializer refused (the stdlib's MaybeEncodingError)."""
+    from .exceptions import MaybeEncodingError  # made on first use (it imports multiprocessing.pool)
+
     original = value.exc if isinstance(value, Failure) else value
     error = MaybeEncodingError.__new__(MaybeEncodingError)
     error.exc, error.value = repr(exc), reprlib.repr(original)

@@ -70,18 +70,19 @@ from multiprocessing import parent_process
 from multiprocessing.connection import wait as _wait_ready
 from multiprocessing.process import BaseProcess
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _output, serialization
+from . import _shm_buffers as _shm
 from ._pool_engine import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, Failure, encoding_error, run_task
-from ._pool_results import (
-    InitializerError,
-    TaskCancelledError,
-    TaskTimeoutError,
-    WorkerLostError,
-)
 from .connection import FrameReader, Pipe, dumps_with_buffers, write_frames
-from .progress import PoolStatistics, WorkerStatistics
+from .exceptions import InitializerError, TaskCancelledError, TaskTimeoutError, WorkerLostError
+
+# A worker process imports this module, and nothing it does not need before its first task:
+# the result types, progress events and the remote-error carrier (which import dataclasses,
+# ~4 ms, and multiprocessing.pool) are imported where a failure or the parent side needs them.
+if TYPE_CHECKING:
+    from .progress import PoolStatistics
 
 __all__ = ["ProcessCore", "worker_main", "APPLY", "MAP", "STARMAP"]
 
@@ -234,7 +235,7 @@ def worker_main(
         tag = frame[0]
         if tag == TAG_TASK:
             _, job, index, func_id, kind, nbuffers = task_header.unpack_from(frame)
-            buffers = [reader.read_buffer() for _ in range(nbuffers)]
+            buffers = [_shm.resolve(reader.read_buffer()) for _ in range(nbuffers)]
             _output.task_started(job)  # in a kernel: route what this task writes to its job's cell
             if kind & TIMED:
                 reporter = _item_reporter(out, job, index)
@@ -317,6 +318,12 @@ class FunctionEntry:
     def __init__(self, func_id: int, payload: bytes) -> None:
         self.id = func_id
         self.frame = FunctionMessage.encode(func_id, payload)
+
+
+def _release(task: Task) -> None:
+    """Remove the shared memory of a task's arrays that no worker mapped (finished or dropped task)."""
+    if len(task.frames) > 1:
+        _shm.discard(task.frames[1:])
 
 
 class Task:
@@ -541,6 +548,9 @@ class ProcessCore:
         with self._lock:
             self._cancelled.add(job)
             if any(task.job == job for task in self._pending):
+                for task in self._pending:
+                    if task.job == job:
+                        _release(task)
                 self._pending = deque(task for task in self._pending if task.job != job)
             self._cancel_requested = True
         self._wake()
@@ -598,6 +608,8 @@ class ProcessCore:
     def statistics(self) -> PoolStatistics:
         """A snapshot without locks or messages: read while the pool thread works, so counts
         taken a moment apart may disagree by a task — good enough for a view that polls."""
+        from .progress import PoolStatistics, WorkerStatistics  # parent side only: not in a worker
+
         workers = []
         running = queued = 0
         for slot in list(self._slots.values()):
@@ -791,7 +803,7 @@ class ProcessCore:
                 tag = frame[0]
                 if tag == TAG_RESULT:
                     _, job, index, ok, nbuffers = ResultMessage.HEADER.unpack_from(frame)
-                    buffers = [reader.read_buffer() for _ in range(nbuffers)]
+                    buffers = [_shm.resolve(reader.read_buffer()) for _ in range(nbuffers)]
             except (EOFError, OSError):
                 # The worker is exiting; its sentinel will tell us how. Stop watching the pipe.
                 self._selector.unregister(slot.fd)
@@ -811,6 +823,7 @@ class ProcessCore:
 
     def _complete(self, slot: WorkerSlot, job: int, index: int, ok: bool, frame: Any, buffers: list[Any]) -> None:
         task = slot.inflight.popleft()
+        _release(task)
         now = monotonic()
         slot.avg_time += _EWMA * (now - slot.head_started - slot.avg_time)
         if task.timeout is not None:
@@ -841,6 +854,7 @@ class ProcessCore:
                 self._broken = failure.rebuild()
             pending, self._pending = self._pending, deque()
         for task in pending:
+            _release(task)
             task.result._set(task.index, False, self._broken_error(), task.nitems)
 
     def _bury(self, slot: WorkerSlot) -> None:
@@ -871,8 +885,16 @@ class ProcessCore:
             # started, and its failure would be ours, not its own. Run it again elsewhere.
             unstarted.insert(0, running)
             running = None
+        # Shared memory the dead worker held: the running task's arrays (if it had not mapped
+        # them yet) and what it created for a result it never sent. Unstarted tasks keep theirs.
+        if running is not None:
+            _release(running)
+        _shm.sweep(slot.pid)
         with self._lock:
             cancelled = running is not None and running.job in self._cancelled
+            for task in unstarted:
+                if task.job in self._cancelled:
+                    _release(task)
             self._pending.extendleft(t for t in reversed(unstarted) if t.job not in self._cancelled)
         if running is not None and not cancelled:
             self._tasks_failed += 1
@@ -1108,6 +1130,9 @@ class ProcessCore:
             if slot.process.exitcode is None:
                 slot.process.kill()
                 slot.process.join()
+            for task in slot.inflight:
+                _release(task)
+            _shm.sweep(slot.pid)
             slot.tasks.close()
             slot.results.close()
             try:
@@ -1117,6 +1142,7 @@ class ProcessCore:
         self._slots.clear()
         error = "the pool was terminated before this task completed"
         for task in pending:
+            _release(task)
             task.result._abort(TaskCancelledError(error))
         for result in list(self.jobs.values()):
             result._abort(TaskCancelledError(error))

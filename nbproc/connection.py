@@ -52,6 +52,7 @@ from multiprocessing import reduction as _std_reduction
 from multiprocessing.process import current_process
 from typing import Any
 
+from . import _shm_buffers as _shm
 from . import serialization
 from .exceptions import (
     AuthenticationError,
@@ -255,24 +256,53 @@ class OutOfBand:
         return False
 
 
-def dumps_with_buffers(obj: Any, *, what: str | None, snapshot: bool = False) -> tuple[bytes, list[Any]]:
-    """Serialize ``obj``: the pickle stream, and the large buffers sent apart (see :class:`OutOfBand`)."""
-    out_of_band = OutOfBand(snapshot)
+class _SharedMemoryOutOfBand(OutOfBand):
+    """Out of band, and buffers of :data:`nbproc._shm_buffers.SHM_THRESHOLD` bytes or more in
+    shared memory: their frame holds only the segment's name (see :mod:`nbproc._shm_buffers`).
+    The copy into the segment is also a snapshot. Falls back to the pipe if a segment cannot
+    be made (``/dev/shm`` full)."""
+
+    __slots__ = ()
+
+    def take(self, raw: memoryview) -> bool:
+        if raw.nbytes >= _shm.SHM_THRESHOLD:
+            try:
+                self.buffers.append(_shm.export(raw))
+                return False
+            except OSError:
+                pass
+        return super().take(raw)
+
+
+def dumps_with_buffers(
+    obj: Any, *, what: str | None, snapshot: bool = False, shared_memory: bool = True
+) -> tuple[bytes, list[Any]]:
+    """Serialize ``obj``: the pickle stream, and the large buffers sent apart (see :class:`OutOfBand`).
+
+    ``shared_memory``: whether the receiver is a process of this tree on this machine, so that
+    the largest buffers may travel through shared memory (used when this process shares a
+    resource tracker with its peers, see :func:`nbproc._shm_buffers.available`).
+    """
+    out_of_band = _SharedMemoryOutOfBand(snapshot) if shared_memory and _shm.available() else OutOfBand(snapshot)
     return serialization.dumps(obj, what=what, buffer_callback=out_of_band), out_of_band.buffers
 
 
-def dump_frames(obj: Any, *, what: str, snapshot: bool = False, out_of_band: bool = True) -> list[Any]:
+def dump_frames(
+    obj: Any, *, what: str, snapshot: bool = False, out_of_band: bool = True, shared_memory: bool = True
+) -> list[Any]:
     """Serialize ``obj`` into the frames of one message, as :meth:`Connection.send` writes them.
 
     ``[pickle stream]`` for ordinary objects; ``[OOB header, pickle stream, buffer...]`` when
     ``obj`` holds buffers of at least :data:`OOB_THRESHOLD` bytes. The buffers are views of
     ``obj``'s own memory unless ``snapshot`` (see :class:`OutOfBand`).
     ``out_of_band=False`` keeps every buffer in the pickle stream: one frame, readable by a
-    stdlib peer. Raises :class:`nbproc.SerializationError` naming the culprit, with ``what`` as its label.
+    stdlib peer. ``shared_memory=False`` keeps even the largest buffers in the pipe (a peer that
+    may be on another machine, or in another process tree). Raises
+    :class:`nbproc.SerializationError` naming the culprit, with ``what`` as its label.
     """
     if not out_of_band:
         return [serialization.dumps(obj, what=what)]
-    data, buffers = dumps_with_buffers(obj, what=what, snapshot=snapshot)
+    data, buffers = dumps_with_buffers(obj, what=what, snapshot=snapshot, shared_memory=shared_memory)
     if not buffers:
         return [data]
     return [_OOB_MAGIC + _COUNT.pack(len(buffers)), data, *buffers]
@@ -282,7 +312,7 @@ def load_frames(frames: list[Any]) -> Any:
     """Rebuild the object from one message's frames (see :func:`dump_frames`)."""
     if len(frames) == 1:
         return serialization.loads(frames[0])
-    return serialization.loads(frames[1], buffers=frames[2:])
+    return serialization.loads(frames[1], buffers=[_shm.resolve(frame) for frame in frames[2:]])
 
 
 def oob_count(first: Any) -> int | None:
@@ -419,6 +449,9 @@ class Connection(_std.Connection):
     #: (``recv`` reads both forms), so it is off where the peer may be the stdlib: connections
     #: from ``Listener``/``Client`` (unless asked for with ``out_of_band=True``).
     _out_of_band = True
+    #: Whether those buffers may go through shared memory: only between processes of one tree
+    #: on one machine (``Pipe()`` ends, queues), never for ``Listener``/``Client`` connections.
+    _shared_memory = True
 
     def __reduce__(self) -> Any:
         # Also for the stdlib's pickler (a stdlib Process or executor handed an nbproc queue or
@@ -429,7 +462,11 @@ class Connection(_std.Connection):
         """Send a serializable object (see :mod:`nbproc.serialization`)."""
         self._check_closed()
         self._check_writable()
-        self._send_frames(dump_frames(obj, what="Connection.send() object", out_of_band=self._out_of_band))
+        self._send_frames(
+            dump_frames(
+                obj, what="Connection.send() object", out_of_band=self._out_of_band, shared_memory=self._shared_memory
+            )
+        )
 
     def recv(self) -> Any:
         """Receive an object; blocks until one arrives, raises ``EOFError`` if the peer closed."""
@@ -708,6 +745,7 @@ class Listener(_std.Listener):
             raise OSError("listener is closed")
         conn = _adopt(self._listener.accept())
         conn._out_of_band = self._out_of_band
+        conn._shared_memory = False  # the client may be on another machine
         if self._authkey is not None:
             _authenticate(conn, self._authkey, self._handshake_timeout, server=True)
         return conn
@@ -753,6 +791,7 @@ def Client(  # noqa: N802 - stdlib name
     else:
         conn = _connect_socket(address, family)
     conn._out_of_band = out_of_band
+    conn._shared_memory = False  # the listener may be on another machine
     if authkey is not None:
         _authenticate(conn, authkey, handshake_timeout, server=False)
     return conn
@@ -761,17 +800,21 @@ def Client(  # noqa: N802 - stdlib name
 # -- crossing process boundaries ------------------------------------------------------------
 
 
-def rebuild_connection(df: Any, readable: bool, writable: bool, out_of_band: bool = True) -> Connection:
+def rebuild_connection(
+    df: Any, readable: bool, writable: bool, out_of_band: bool = True, shared_memory: bool = True
+) -> Connection:
     conn = Connection(df.detach(), readable, writable)
     if not out_of_band:
         conn._out_of_band = False
+    if not shared_memory:
+        conn._shared_memory = False
     return conn
 
 
-def reduce_connection(conn: Connection) -> tuple[Any, tuple[Any, bool, bool, bool]]:
+def reduce_connection(conn: Connection) -> tuple[Any, tuple[Any, bool, bool, bool, bool]]:
     """A connection handed to a child travels as a duplicated file descriptor."""
     df = _std_reduction.DupFd(conn.fileno())
-    return rebuild_connection, (df, conn.readable, conn.writable, conn._out_of_band)
+    return rebuild_connection, (df, conn.readable, conn.writable, conn._out_of_band, conn._shared_memory)
 
 
 serialization.register(Connection, reduce_connection)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import multiprocessing.context as _std
 import sys
 from multiprocessing import reduction
-from typing import Any
 
-from . import popen
 from .exceptions import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 from .process import ForkProcess, ForkServerProcess, Process, SpawnProcess
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BaseContext",
@@ -38,7 +40,6 @@ __all__ = [
     "TimeoutError",
     "AuthenticationError",
 ]
-
 
 
 class BaseContext(_std.BaseContext):
@@ -133,9 +134,13 @@ class BaseContext(_std.BaseContext):
         from . import connection  # noqa: F401
 
     def set_executable(self, executable: str) -> None:
+        from . import popen  # launching machinery: loaded when used, not with nbproc
+
         popen.set_executable(executable)
 
     def set_forkserver_preload(self, module_names: list[str]) -> None:
+        from . import popen
+
         popen.set_forkserver_preload(module_names)
 
     # -- contexts and start methods -----------------------------------------------------

@@ -18,8 +18,10 @@ from __future__ import annotations
 import builtins
 import pickle
 from multiprocessing.context import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
-from multiprocessing.pool import MaybeEncodingError as _StdMaybeEncodingError
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ProcessError",
@@ -31,7 +33,7 @@ __all__ = [
     "InitializerError",
     "TaskCancelledError",
     "TaskTimeoutError",
-    "MaybeEncodingError",
+    "MaybeEncodingError",  # noqa: F822 - made on first use (module __getattr__)
     "HandshakeTimeoutError",
     "HandshakeEOFError",
     "HandshakeMessageError",
@@ -107,21 +109,40 @@ class TaskTimeoutError(TimeoutError):
         return (type(self), (self.args[0], self.index, self.timeout))
 
 
-class MaybeEncodingError(_StdMaybeEncodingError, SerializationError):
-    """A worker's result (or exception) could not be serialized to be sent back.
+def _make_maybe_encoding_error() -> type:
+    from multiprocessing.pool import MaybeEncodingError as _StdMaybeEncodingError
 
-    Same class contract as the stdlib's ``multiprocessing.pool.MaybeEncodingError`` (and a
-    subclass of it); also an nbproc :class:`SerializationError` whose reason names the culprit,
-    e.g. ``result of map(f): item 0: cannot pickle '_thread.lock' object``.
-    """
+    class MaybeEncodingError(_StdMaybeEncodingError, SerializationError):
+        """A worker's result (or exception) could not be serialized to be sent back.
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_encoding_error, (self.exc, self.value))
+        Same class contract as the stdlib's ``multiprocessing.pool.MaybeEncodingError`` (and a
+        subclass of it); also an nbproc :class:`SerializationError` whose reason names the culprit,
+        e.g. ``result of map(f): item 0: cannot pickle '_thread.lock' object``.
+        """
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (_rebuild_encoding_error, (self.exc, self.value))
+
+    MaybeEncodingError.__module__ = __name__
+    MaybeEncodingError.__qualname__ = "MaybeEncodingError"
+    return MaybeEncodingError
 
 
-def _rebuild_encoding_error(exc_repr: str, value_repr: str) -> MaybeEncodingError:
+def __getattr__(name: str) -> Any:
+    """``MaybeEncodingError`` is made on first use: it subclasses the stdlib's, whose module
+    (``multiprocessing.pool``, with ``multiprocessing.connection``, ``tempfile``, ``queue``...)
+    would otherwise cost ``import nbproc`` ~6 ms in every process. Made once, then a plain
+    module attribute (so it pickles by reference like any class)."""
+    if name == "MaybeEncodingError":
+        cls = globals()["MaybeEncodingError"] = _make_maybe_encoding_error()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _rebuild_encoding_error(exc_repr: str, value_repr: str) -> Any:
     # The stdlib's __init__ formats the reprs again; rebuild the fields as they were sent.
-    err = MaybeEncodingError.__new__(MaybeEncodingError)
+    cls = globals().get("MaybeEncodingError") or __getattr__("MaybeEncodingError")
+    err = cls.__new__(cls)
     err.exc, err.value = exc_repr, value_repr
     err.args = (exc_repr, value_repr)
     return err

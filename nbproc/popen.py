@@ -48,7 +48,7 @@ from multiprocessing import (
 from multiprocessing.context import set_spawning_popen
 from typing import Any
 
-from . import serialization
+from . import _shm_buffers, serialization
 from .process import attached_setup
 
 __all__ = [
@@ -129,7 +129,17 @@ def _child_payload(popen: Any, process_obj: Any) -> bytes:
         set_spawning_popen(popen)
         try:
             start_up = serialization.dumps(_preparation_data(process_obj._name), what="start-up data")
-            return start_up + serialization.dumps(process_obj)
+            # Large arrays among the arguments go through shared memory (nbproc._shm_buffers);
+            # the child maps them. If it dies first, the resource tracker removes them.
+            refs: list[bytes] = []
+            try:
+                data = serialization.dumps(process_obj, buffer_callback=_shm_buffers.collector(refs))
+                if refs:
+                    data = serialization.dumps(_shm_buffers.WithSharedBuffers(data, refs))
+            except BaseException:
+                _shm_buffers.discard(refs)
+                raise
+            return start_up + data
         finally:
             set_spawning_popen(None)
 
@@ -197,8 +207,13 @@ class SpawnPopen(_PayloadLaunch, popen_spawn_posix.Popen):
 
 # nbproc's own fork server: its preload list is nbproc's (set_forkserver_preload), and a
 # stdlib user in the same interpreter keeps its own server and settings.
+# What the server always imports once, so each forked child starts with it loaded: nbproc, the
+# pool worker's module, and cloudpickle (``import nbproc`` no longer loads it; a child that
+# receives a notebook-defined target or task would otherwise import it: ~10-20 ms per child).
+# A module that cannot be imported is skipped by the server.
+_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "cloudpickle")
 _forkserver = forkserver.ForkServer()
-_forkserver.set_forkserver_preload(["__main__", "nbproc"])
+_forkserver.set_forkserver_preload(["__main__", *_ALWAYS_PRELOADED])
 
 
 def _fresh_forkserver_after_fork() -> None:
@@ -226,13 +241,13 @@ def forkserver_instance() -> forkserver.ForkServer:
 def set_forkserver_preload(module_names: list[str]) -> None:
     """Modules the fork server imports once, so that forked children start with them loaded.
 
-    ``nbproc`` itself is always preloaded: it makes every forkserver child cheaper.
+    ``nbproc`` itself (with the pool worker and cloudpickle, see ``_ALWAYS_PRELOADED``) is
+    always preloaded: it makes every forkserver child cheaper.
     """
     names = list(module_names)
     if not all(type(mod) is str for mod in names):
         raise TypeError("module_names must be a list of strings")
-    if "nbproc" not in names:
-        names.append("nbproc")
+    names.extend(name for name in _ALWAYS_PRELOADED if name not in names)
     _forkserver.set_forkserver_preload(names)
 
 

@@ -36,13 +36,11 @@ forwarding registers its own from :mod:`nbproc.jupyter`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import sys
-import traceback
+from collections import namedtuple
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from multiprocessing.process import (
     ORIGINAL_DIR,
     AuthenticationString,
@@ -53,9 +51,12 @@ from multiprocessing.process import (
     current_process,
     parent_process,
 )
-from typing import Any
 
-from . import _exit, _notebook_child, _orphans, remote_error
+from . import _notebook_child, _orphans
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BaseProcess",
@@ -81,29 +82,17 @@ _reexported_private = (_cleanup, _dangling)
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Hook:
-    name: str
-    capture: Callable[[str], Any]
-    apply: Callable[[Any], None]
+# The records below are named tuples, not dataclasses nor typing.NamedTuple: ``import nbproc``
+# loads this module, and dataclasses (inspect, ast, dis: ~4 ms) or typing (~2 ms) would be
+# imported by every process, pool workers included.
 
-
-@dataclass(frozen=True)
-class _ShippedHook:
-    """One hook's state on its way to a child: ``apply`` travels as module + qualified name."""
-
-    name: str
-    module: str
-    qualname: str
-    state: Any
-
-
-@dataclass(frozen=True)
-class _ChildSetup:
-    """Everything a child applies before ``run()``: what travels on the process object."""
-
-    start_method: str
-    hooks: tuple[_ShippedHook, ...]
+#: A registered hook: name, capture(start_method) -> state, apply(state).
+_Hook = namedtuple("_Hook", "name capture apply")
+#: One hook's state on its way to a child: ``apply`` travels as module + qualified name.
+_ShippedHook = namedtuple("_ShippedHook", "name module qualname state")
+#: Everything a child applies before ``run()``: what travels on the process object
+#: (``hooks``: a tuple of _ShippedHook).
+_ChildSetup = namedtuple("_ChildSetup", "start_method hooks")
 
 
 _hooks: dict[str, _Hook] = {}  # insertion order is the order hooks run in
@@ -163,6 +152,9 @@ def attached_setup(process_obj: BaseProcess, start_method: str) -> Iterator[None
 
 
 def _resolve(module: str, qualname: str) -> Callable[[Any], None]:
+    import importlib
+
+
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -176,6 +168,9 @@ def _apply_setup(setup: _ChildSetup) -> None:
             _resolve(hook.module, hook.qualname)(hook.state)
         except BaseException as exc:  # a child that half set itself up must not run user code
             sys.stderr.write(f"nbproc: child set-up hook {hook.name!r} failed in {current_process().name}:\n")
+            import traceback
+
+
             traceback.print_exception(type(exc), exc, exc.__traceback__)
             sys.stderr.flush()
             raise SystemExit(1) from None
@@ -220,11 +215,9 @@ class _InheritedStdio:
             os.dup2(dup.detach(), target)
 
 
-@dataclass(frozen=True)
-class _Config:
-    start_method: str
-    serializer: str
-    stdio: Any  # _ParentStdio in the parent; _InheritedStdio or None in the child
+#: nbproc's own settings for a child; ``stdio``: _ParentStdio in the parent, _InheritedStdio
+#: or None in the child.
+_Config = namedtuple("_Config", "start_method serializer stdio")
 
 
 def _capture_config(start_method: str) -> _Config:
@@ -287,6 +280,8 @@ class _NbprocProcess(BaseProcess):
         it, and every other kind of child, in a safe order.
         """
         super().start()
+        from . import _exit  # loaded with the first child: it imports multiprocessing.util, subprocess...
+
         _exit.install()
 
     def join(self, timeout: float | None = None) -> None:
@@ -301,6 +296,8 @@ class _NbprocProcess(BaseProcess):
         try:
             super().join(timeout)
         except KeyboardInterrupt:
+            from . import remote_error  # loaded when needed: it imports dataclasses, multiprocessing.pool
+
             if self._popen is not None and remote_error._kernel_shell() is not None:
                 _stop_interrupted(self)
             raise
@@ -348,6 +345,16 @@ def _launcher(method: str) -> Any:
     def launch(process_obj: Any) -> Any:
         from . import popen
 
+        if method == "fork":
+            from multiprocessing import resource_tracker
+
+            from . import serialization
+
+            # The child must share our resource tracker (spawn and forkserver children always
+            # do): large buffers sent through shared memory are registered there (see
+            # nbproc._shm_buffers). Starting it costs this process one fork+exec, once.
+            resource_tracker.ensure_running()
+            serialization.prepare_fork()
         return popen.LAUNCHERS[method](process_obj)
 
     return staticmethod(launch)

@@ -19,9 +19,12 @@ from multiprocessing.reduction import (
     send_handle,
     sendfds,
 )
-from typing import Any
 
 from . import serialization
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "send_handle",

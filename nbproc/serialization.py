@@ -3,9 +3,16 @@
 Why this module exists: the stdlib pickles functions and classes *by reference* (module +
 qualified name). A notebook cell's function lives in ``__main__``, which a spawned or
 forkserver child cannot import, and lambdas/closures never pickle at all. nbproc pickles with
-a :class:`cloudpickle.Pickler` subclass instead: importable objects still go through the C
-pickler (cloudpickle's ``reducer_override`` returns ``NotImplemented`` for them), interactive
-ones travel by value.
+cloudpickle's reductions instead: importable objects still go through the C pickler by
+reference, interactive ones travel by value.
+
+cloudpickle itself is imported only when something must travel by value (``_load_cloudpickle``):
+the pickler is the C pickler, whose ``reducer_override`` answers "by reference" on its own for
+every function and class it can find by name in an imported module (what cloudpickle would
+decide too). A spawned pool worker that runs importable functions and returns plain results
+therefore never pays cloudpickle's import (~10-30 ms: it pulls in ``inspect``, ``dataclasses``,
+``logging``, ``platform``, ``uuid``); unpickling a by-value payload imports it by itself, since
+the payload names cloudpickle's constructors.
 
 Everything that crosses a process boundary in nbproc — Process objects at start, Connection
 ``send``/``recv``, queue items, pool tasks and results, manager messages — calls :func:`dumps`
@@ -18,8 +25,8 @@ closure variable could not be pickled ("argument 1 of Process target: attribute 
 
 from __future__ import annotations
 
+import abc
 import copyreg
-import importlib
 import io
 import os
 import pickle
@@ -27,18 +34,17 @@ import reprlib
 import sys
 import threading
 import types
-from collections import ChainMap
+from _weakrefset import WeakSet  # weakref.WeakSet itself, without importing weakref
+from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
 
-import cloudpickle
-from cloudpickle import cloudpickle as _cloudpickle_internals
-from cloudpickle.cloudpickle import _function_setstate as _cloudpickle_setstate
-
-from . import _ctypes_classes
 from .exceptions import SerializationError
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The private parts of ``cloudpickle.cloudpickle`` that nbproc relies on (here and in
 #: ``_ctypes_classes``), for the supported range pinned in pyproject.toml. The test suite checks
@@ -116,12 +122,21 @@ def _setstate_in_main(func: types.FunctionType, state: tuple[dict[str, Any], dic
     the parent's current ones; other values are installed only where the child has none yet,
     so state the child set itself (``global STATE`` in an initializer) is not clobbered.
     """
+    from cloudpickle.cloudpickle import _function_setstate  # loaded: the payload's constructor named it
+
     func_state, slotstate = state
     namespace = func.__globals__
     for name, value in slotstate["__globals__"].items():
         if name not in namespace or _is_main_definition(value):
             namespace[name] = value
-    _cloudpickle_setstate(func, (func_state, {**slotstate, "__globals__": {}}))
+    _function_setstate(func, (func_state, {**slotstate, "__globals__": {}}))
+
+
+def _main_classes() -> list[type]:
+    main = sys.modules.get("__main__")
+    if main is None:
+        return []
+    return [v for v in list(vars(main).values()) if isinstance(v, type) and v.__module__ in _MAIN_MODULES]
 
 
 def _tag_main_classes_before_fork() -> None:
@@ -133,14 +148,24 @@ def _tag_main_classes_before_fork() -> None:
     and the parent would rebuild a second class: ``isinstance`` fails, unlike the stdlib (which
     finds the class by name). Tagging before the fork makes parent and child agree. Classes
     defined inside functions are not reachable here and keep cloudpickle's behaviour.
+
+    Runs inside ``os.fork()``: it must not import anything (a module imported here, such as
+    logging, would register fork handlers halfway through the fork). nbproc's own fork start
+    loads cloudpickle beforehand when ``__main__`` has classes (:func:`prepare_fork`).
     """
-    tag = getattr(_cloudpickle_internals, "_get_or_create_tracker_id", None)
-    main = sys.modules.get("__main__")
-    if tag is None or main is None:
-        return
-    for value in list(vars(main).values()):
-        if isinstance(value, type) and value.__module__ in _MAIN_MODULES:
-            tag(value)
+    module = _cloudpickle_module or sys.modules.get("cloudpickle.cloudpickle")
+    tag = getattr(module, "_get_or_create_tracker_id", None)
+    if tag is not None:
+        for cls in _main_classes():
+            tag(cls)
+
+
+def prepare_fork() -> None:
+    """Before nbproc forks a child: load cloudpickle if ``__main__`` defines classes, so that the
+    fork can tag them (see :func:`_tag_main_classes_before_fork`). Once per process at most;
+    a ``__main__`` without classes (most scripts) never pays for it."""
+    if _cloudpickle_module is None and _main_classes():
+        _load_cloudpickle()
 
 
 if hasattr(os, "register_at_fork"):
@@ -159,7 +184,7 @@ def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
     line, where the stdlib (which re-imports the script) shows the file and the line. The name
     is constant per function, so payloads stay deterministic with it kept.
     """
-    reduced = _cloudpickle_code_reduce(code)
+    reduced = _cloudpickle_code_reduce(code)  # set by _load_cloudpickle, before any code is pickled
     if not (isinstance(reduced, tuple) and len(reduced) == 2 and isinstance(reduced[1], tuple)):
         return reduced  # a cloudpickle whose reduction we do not know: leave it alone
     constructor, args = reduced
@@ -167,40 +192,147 @@ def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
     return constructor, args
 
 
-_cloudpickle_code_reduce = cloudpickle.Pickler.dispatch_table.get(types.CodeType)
-_own_reducers: dict[type, Callable[[Any], Any]] = (
-    {types.CodeType: _reduce_code_keeping_filename} if _cloudpickle_code_reduce is not None else {}
-)
+# -- loading cloudpickle on first need ------------------------------------------------------
+#
+# What the pickler reduces itself while cloudpickle is not loaded, and what sends it there:
+#   * functions and classes: by reference (the C pickler's ``save_global``) when they are found
+#     under their qualified name in an imported module other than ``__main__``/``__mp_main__``
+#     -- cloudpickle's own rule (``_should_pickle_by_reference``) minus its by-value registry,
+#     which can only be filled once cloudpickle is imported; anything else loads it.
+#   * the types cloudpickle has reducers for (``_CLOUDPICKLE_TYPES``: modules, code objects,
+#     cells, properties, dict views, memoryviews...): the plain pickler cannot pickle most of
+#     them, so meeting one loads cloudpickle and its reducers join the dispatch table.
+# Once loaded (by us or by an unpickled payload), every function and class goes through
+# cloudpickle's decision, exactly as a plain ``cloudpickle.Pickler`` subclass would.
+
+_cloudpickle_module: Any = None  # cloudpickle.cloudpickle, once imported
+_cloudpickle_code_reduce: Any = None  # cloudpickle's reducer for code objects, once imported
+# The dispatch table of nbproc's pickler: process-shared objects first, then the stdlib's
+# (sockets, connections), then (inserted on load) nbproc's code reducer and cloudpickle's
+# reducers, then copyreg's.
+_DISPATCH = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
+_CLOUDPICKLE_TYPES: frozenset[type] = frozenset(
+    {
+        classmethod, staticmethod, property, types.CellType, types.CodeType,
+        types.GetSetDescriptorType, types.ModuleType, types.MethodType, types.MappingProxyType,
+        WeakSet, io.TextIOWrapper,
+        type({}.keys()), type({}.values()), type({}.items()),
+        type(OrderedDict().keys()), type(OrderedDict().values()), type(OrderedDict().items()),
+        abc.abstractmethod, abc.abstractclassmethod, abc.abstractstaticmethod, abc.abstractproperty,
+    }
+)  # fmt: skip
+# Not listed: ``memoryview``, which nbproc reduces itself (below); and (left to the plain pickler
+# until cloudpickle is loaded) ``logging.Logger``,
+# which pickles by name either way, and dataclasses' field markers, met only inside a class
+# that travels by value, by which time cloudpickle is loaded.
+if "typing" in sys.modules:  # a TypeVar can only exist once typing is loaded (nbproc does not load it)
+    _CLOUDPICKLE_TYPES |= {sys.modules["typing"].TypeVar}
 
 
-class CloudPickler(cloudpickle.Pickler):
-    """cloudpickle plus the reducers for process-shared objects, ``__main__`` functions that
-    share the loading process's ``__main__`` namespace (see :func:`_setstate_in_main`), and code
-    that keeps its file name (see :func:`_reduce_code_keeping_filename`)."""
+def _reduce_memoryview(view: memoryview) -> tuple[Any, tuple[Any, ...]]:
+    """A memoryview travels as its bytes and comes back as a memoryview of the same format and
+    shape (cloudpickle sends ``bytes``; the stdlib cannot pickle it). A contiguous one is handed
+    over as a protocol-5 buffer, so a large one goes out of band like an array's memory."""
+    data = pickle.PickleBuffer(view) if view.c_contiguous else view.tobytes()
+    return _rebuild_memoryview, (data, view.format, view.shape)
 
-    dispatch_table = ChainMap(
-        _registry, ForkingPickler._extra_reducers, _own_reducers, cloudpickle.Pickler.dispatch_table
-    )
+
+def _rebuild_memoryview(data: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
+    view = memoryview(data)
+    try:
+        return view.cast("B").cast(fmt, shape)
+    except (TypeError, ValueError):  # a format or shape cast() cannot express: the bytes, flat
+        return view.cast("B")
+
+
+register(memoryview, _reduce_memoryview)
+
+
+def _load_cloudpickle() -> Any:
+    """Import cloudpickle (once) and give nbproc's pickler its reducers; returns its module."""
+    global _cloudpickle_module
+    if _cloudpickle_module is None:
+        from cloudpickle import cloudpickle as module
+
+        global _cloudpickle_code_reduce
+        table = getattr(module.Pickler, "_dispatch_table", None)
+        _DISPATCH.maps.insert(2, table if table is not None else module.Pickler.dispatch_table)
+        _cloudpickle_code_reduce = module.Pickler.dispatch_table.get(types.CodeType)
+        if _cloudpickle_code_reduce is not None:  # ours first: code keeps its file name
+            _DISPATCH.maps.insert(2, {types.CodeType: _reduce_code_keeping_filename})
+        _cloudpickle_module = module
+    return _cloudpickle_module
+
+
+def _found_by_reference(obj: Any) -> bool:
+    """Whether ``obj`` (a function or class) is what its module holds under its qualified name,
+    in a module that the receiver can import — i.e. cloudpickle would also pickle it by name."""
+    module_name = getattr(obj, "__module__", None)
+    if module_name is None or module_name in _MAIN_MODULES:
+        return False
+    found: Any = sys.modules.get(module_name)
+    if found is None:
+        return False
+    for part in obj.__qualname__.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            return False
+    return found is obj
+
+
+class CloudPickler(pickle.Pickler):
+    """nbproc's pickler: the C pickler, with cloudpickle's by-value reductions for interactive
+    functions and classes (cloudpickle imported on first need, see above), the reducers for
+    process-shared objects, and ``__main__`` functions that share the loading process's
+    ``__main__`` namespace (see :func:`_setstate_in_main`)."""
+
+    dispatch_table = _DISPATCH
+
+    def __init__(self, file: Any, protocol: int | None = PROTOCOL, buffer_callback: Any = None) -> None:
+        super().__init__(file, protocol, buffer_callback=buffer_callback)
+        self._cloud: Any = None  # a cloudpickle.Pickler whose reductions we borrow, per dump
+
+    def dump(self, obj: Any) -> None:
+        try:
+            super().dump(obj)
+        except RecursionError as exc:  # as cloudpickle reports it
+            raise pickle.PicklingError("Could not pickle object as excessively deep recursion required.") from exc
+        finally:
+            # cloudpickle shares one globals dict per namespace *within* a message only
+            if self._cloud is not None:
+                self._cloud.globals_ref.clear()
 
     def reducer_override(self, obj: Any) -> Any:
         # Called by the C pickler for every object that is not a builtin container or scalar:
-        # return early for what neither we nor cloudpickle reduce (cloudpickle only handles
-        # classes and Python functions), which keeps importable data at the C pickler's speed.
+        # return early for what neither we nor cloudpickle reduce, which keeps importable data
+        # at the C pickler's speed.
         kind = type(obj)
+        if kind in _CLOUDPICKLE_TYPES:
+            _load_cloudpickle()  # its reducer is now in the dispatch table, consulted next
+            return NotImplemented
         if kind is not types.FunctionType and not issubclass(kind, type):
             return NotImplemented
-        if _ctypes_classes.is_ctypes_class(obj):
-            # cloudpickle cannot rebuild a notebook-defined ctypes Structure (see the module).
-            ctypes_reduced = _ctypes_classes.reduce_ctypes_class(obj)
-            if ctypes_reduced is not NotImplemented:
-                return ctypes_reduced
-        reduced = super().reducer_override(obj)
+        if kind.__module__ == "_ctypes":
+            from . import _ctypes_classes
+
+            if _ctypes_classes.is_ctypes_class(obj):
+                # cloudpickle cannot rebuild a notebook-defined ctypes Structure (see the module).
+                ctypes_reduced = _ctypes_classes.reduce_ctypes_class(obj)
+                if ctypes_reduced is not NotImplemented:
+                    return ctypes_reduced
+        if _cloudpickle_module is None and _found_by_reference(obj):
+            if "cloudpickle" not in sys.modules:
+                return NotImplemented
+            # imported by someone else (an unpickled payload, the user): its by-value registry may be in use
+        if self._cloud is None:
+            self._cloud = _load_cloudpickle().Pickler(io.BytesIO(), PROTOCOL)
+        reduced = self._cloud.reducer_override(obj)
         if (
-            type(obj) is types.FunctionType
+            kind is types.FunctionType
             and obj.__module__ in _MAIN_MODULES
             and isinstance(reduced, tuple)
             and len(reduced) == 6
-            and reduced[5] is _cloudpickle_setstate
+            and reduced[5] is _cloudpickle_module._function_setstate
         ):
             # cloudpickle >= 2 reduces a dynamic function to
             # (_make_function, (code, base_globals, name, argdefs, closure), state, None, None, setstate);
@@ -224,6 +356,8 @@ def _save_module_by_reference(pickler: Any, module: types.ModuleType) -> None:
     if module.__name__ in ("__main__", "__mp_main__"):
         dill._dill.save_module(pickler, module)
     else:
+        import importlib
+
         pickler.save_reduce(importlib.import_module, (module.__name__,), obj=module)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -367,3 +369,36 @@ def test_cloudpickle_internals_are_where_nbproc_expects_them():
         f"({type(reduced).__name__} of {len(reduced) if isinstance(reduced, tuple) else '?'}): "
         "nbproc's shared-__main__ rewrite in CloudPickler.reducer_override would silently stop applying"
     )
+
+
+# -- what gets imported, and when (issue 12: start-up) ------------------------------------------
+
+_HEAVY_AT_IMPORT = ("cloudpickle", "dataclasses", "inspect", "typing", "multiprocessing.pool", "nbproc.popen")
+
+
+def test_import_nbproc_stays_light():
+    """``import nbproc`` loads neither cloudpickle nor what only launching, pools or type
+    checkers need (each of these cost milliseconds in every process, workers included)."""
+    code = f"import sys, nbproc; print(' '.join(m for m in {_HEAVY_AT_IMPORT!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+
+
+def test_cloudpickle_is_imported_only_for_by_value_objects():
+    code = """
+import sys, os, nbproc
+from nbproc import serialization
+serialization.loads(serialization.dumps((os.path.join, [1, 2.0], {"a": b"x"}, ValueError("e"))))
+print("after importable:", "cloudpickle" in sys.modules)
+serialization.loads(serialization.dumps(lambda x: x + 1))
+print("after lambda:", "cloudpickle" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["after importable: False", "after lambda: True"]
+
+
+def test_spawned_worker_does_not_import_cloudpickle_for_importable_work():
+    # eval (a builtin) as the task: the worker does not import this test module (and pytest)
+    probe = "[m for m in ('cloudpickle', 'dataclasses', 'inspect') if m in __import__('sys').modules]"
+    with nbproc.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(eval, (probe,)) == []
