@@ -202,10 +202,15 @@ print("doc", all(opt in doc for opt in ("-n", "--map", "--out", "--start-method"
     """%unload_ext nbproc
 import nbproc
 print("unloaded", nbproc.config.progress, get_ipython().find_cell_magic("parallel"))""",
+    # 34: a failing --map run: its bar counts the failure (not "done" over failed runs)
+    "%load_ext nbproc\n"
+    "get_ipython().run_cell_magic('parallel', '--map x in range(6) --out mapped', 'if x == 3:\\n    raise ValueError(x)\\nx')",
+    # 35
+    "print('mapped', [type(v).__name__ for v in mapped])",
 ]
 
 INTERRUPTED = 19
-ERRORS = {8, 10, 12, 24, 25, 26, 27, 29}
+ERRORS = {8, 10, 12, 24, 25, 26, 27, 29, 34}
 
 
 def _error(cell):
@@ -269,4 +274,8 @@ def test_parallel_magic_in_a_kernel(tmp_path):
     assert "forkserver" in nb.cells[30].outputs[-1].data["text/html"]
     assert "stopped the warm pool" in out[31] and "no warm pool" in out[32]
     assert "unloaded off None" in out[33], out[33]
+
+    bars = [o.data["text/plain"] for o in nb.cells[34].outputs if o.output_type == "display_data"]
+    assert any("1 failed" in bar for bar in bars), bars
+    assert "mapped ['int', 'int', 'int', 'ValueError', 'int', 'int']" in out[35], out[35]
     print(f"kernel run took {time.monotonic() - started:.1f} s")

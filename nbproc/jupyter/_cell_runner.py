@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from ..remote_error import RemoteErrorCarrier, capture
 
-__all__ = ["CellJob", "CellOutcome", "run_cell", "split_body"]
+__all__ = ["CellFailed", "CellJob", "CellOutcome", "run_cell", "run_cell_reporting", "split_body"]
 
 #: Name under which a ``--map`` item reaches the body before it is unpacked into the targets.
 ITEM_NAME = "__nbproc_item__"
@@ -174,3 +174,27 @@ def run_cell(job: CellJob, task: tuple[int, Any]) -> CellOutcome:
         finally:
             sys.stdout, sys.stderr = saved
     return CellOutcome(index, True, value, "", os.getpid())
+
+
+class CellFailed(Exception):  # noqa: N818 - it carries an outcome, not an error of its own
+    """A run's failure travelling as the pool task's error, so the pool counts it as failed.
+
+    The pool's progress bar and ``statistics()`` count a task as failed only when it raises;
+    a run that caught its error and returned it would end the bar "done" over failed runs.
+    The magic unwraps :attr:`outcome` (the body's own error with the cell-labelled carrier).
+    """
+
+    def __init__(self, outcome: CellOutcome) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        return f"run [{self.outcome.index}] failed: {type(self.outcome.value).__name__}: {self.outcome.value}"
+
+
+def run_cell_reporting(job: CellJob, task: tuple[int, Any]) -> CellOutcome:
+    """:func:`run_cell` for the pool: a failed run raises :class:`CellFailed` carrying its outcome."""
+    outcome = run_cell(job, task)
+    if not outcome.ok:
+        raise CellFailed(outcome)
+    return outcome

@@ -8,8 +8,8 @@ Data flow::
       parse options (UsageError if wrong)
       names the body reads (from its AST)
       their current values, serialized once
-      CellJob ---------------------------------> imap_unordered(run_cell(job), tasks)
-                                                   job sent once per worker ------> run_cell
+      CellJob ---------------------------------> imap_unordered(run_cell_reporting(job), tasks)
+                                                   job sent once per worker ------> run_cell_reporting
       ParallelRun.collect():                                                         (see
         next(timeout) <---- CellOutcome(index, ok, value | traceback text) <------  _cell_runner)
         --fail-fast / --timeout: cancel the job (running workers replaced)
@@ -47,7 +47,7 @@ from .._progress_display import listener_for
 from ..context import TimeoutError
 from ..exceptions import TaskCancelledError
 from ..remote_error import RemoteErrorCarrier, attach, render
-from ._cell_runner import CellJob, CellOutcome, run_cell
+from ._cell_runner import CellFailed, CellJob, CellOutcome, run_cell_reporting
 
 __all__ = ["ParallelError", "ParallelRun", "register", "shutdown_warm_pool", "warm_pool"]
 
@@ -337,7 +337,7 @@ class ParallelRun:
         self._done = threading.Event()
         self._error: BaseException | None = None
         self._started = time.perf_counter()
-        self._iterator = pool.imap_unordered(partial(run_cell, job), tasks, progress=progress)
+        self._iterator = pool.imap_unordered(partial(run_cell_reporting, job), tasks, progress=progress)
 
     def __repr__(self) -> str:
         state = "running" if not self.ready() else ("ok" if self.successful() else f"{len(self.tracebacks)} failed")
@@ -405,6 +405,8 @@ class ParallelRun:
                 outcome = it.next(remaining)
             except StopIteration:
                 break
+            except CellFailed as failed:  # the body raised: counted as failed by the pool and its bar
+                outcome = failed.outcome
             except TimeoutError:
                 it._cancel(f"stopped by --timeout {self._timeout:g}s")
                 stop = partial(_timed_out, self._timeout)
