@@ -204,7 +204,8 @@ import nbproc
 print("unloaded", nbproc.config.progress, get_ipython().find_cell_magic("parallel"))""",
     # 34: a failing --map run: its bar counts the failure (not "done" over failed runs)
     "%load_ext nbproc\n"
-    "get_ipython().run_cell_magic('parallel', '--map x in range(6) --out mapped', 'if x == 3:\\n    raise ValueError(x)\\nx')",
+    "get_ipython().run_cell_magic('parallel', '--map x in range(6) --out mapped',"
+    " 'if x == 3:\\n    raise ValueError(x)\\nx')",
     # 35
     "print('mapped', [type(v).__name__ for v in mapped])",
 ]
