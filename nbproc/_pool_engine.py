@@ -73,26 +73,32 @@ class Failure:
 
 
 def run_task(
-    func: Callable[..., Any], kind: int, args: Any, capture: bool = True, started: Callable[[int], Any] | None = None
+    func: Callable[..., Any],
+    kind: int,
+    args: Any,
+    capture: bool = True,
+    started: Callable[[int, list[Any]], Any] | None = None,
 ) -> tuple[bool, Any]:
     """Run one task (an apply call or a chunk); return ``(True, value)`` or ``(False, error)``.
 
     ``error`` is a :class:`Failure` when ``capture`` (the outcome leaves the process, and its
     traceback must travel as a carrier), else the exception itself (a thread engine: the
-    exception keeps its live traceback). ``started(k)``, if given, is called before item ``k``
-    of a chunk (0 for an apply call): a process engine's per-item ``task_timeout`` clock.
+    exception keeps its live traceback). ``started(k, values)``, if given, is called before item
+    ``k`` of a chunk (0 for an apply call) with the values of the items before it: a process
+    engine's per-item ``task_timeout`` clock, which also keeps what a chunk finished before one of
+    its items ran out of time.
     """
     try:
         if kind == APPLY:
             if started is not None:
-                started(0)
+                started(0, [])
             positional, keywords = args
             return True, func(*positional, **keywords)
         if started is None:
             return True, list(map(func, args) if kind == MAP else itertools.starmap(func, args))
         values = []
         for k, item in enumerate(args):
-            started(k)
+            started(k, values)
             values.append(func(*item) if kind == STARMAP else func(item))
         return True, values
     except BaseException as exc:  # noqa: BLE001 - the task's outcome, sent to the caller
@@ -126,6 +132,10 @@ class TaskResult(Protocol):
 
     def _set(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
         """Task ``index`` finished (on the engine's result thread); ``value`` is the exception if not ``ok``."""
+
+    def _set_partial(self, index: int, finished: list[tuple[bool, Any]], error: BaseException, nitems: int) -> None:
+        """Chunk ``index`` (``nitems`` items) ended with ``error`` after its first items finished
+        with the outcomes ``finished``; the rest of the chunk fails with ``error`` (a task timeout)."""
 
     def _abort(self, exc: BaseException) -> None:
         """The job ends now with ``exc`` (terminated or cancelled); late results are dropped."""

@@ -139,6 +139,14 @@ class _Job:
     def _finish_registration(self) -> None:
         self._core.jobs.pop(self._job, None)
 
+    def _set_partial(self, index: int, finished: list[tuple[bool, Any]], error: BaseException, nitems: int) -> None:
+        """A chunk whose first items finished before another ran out of time (``task_timeout``).
+
+        Where only the first error of a call is seen (``map``, ``apply``), the chunk fails as a
+        whole; :class:`IMapIterator` overrides this to deliver the finished items first.
+        """
+        self._set(index, False, error, nitems)
+
     def _interrupted(self) -> None:
         """KeyboardInterrupt while waiting: stop the job's outstanding work, then let it propagate."""
         self._cancel("cancelled by KeyboardInterrupt")
@@ -364,6 +372,20 @@ class Room:
             self._places.release(self._size + 1)
 
 
+class _PartialChunk:
+    """An imap chunk that ran out of time after its first items finished (``task_timeout``)."""
+
+    __slots__ = ("finished", "error")
+
+    def __init__(self, finished: list[tuple[bool, Any]], error: BaseException) -> None:
+        self.finished = finished
+        self.error = error
+
+    def entries(self) -> list[tuple[bool, Any]]:
+        """One entry per finished item (a value as a one-item chunk, or its error), then the error."""
+        return [(ok, [value] if ok else value) for ok, value in self.finished] + [(False, self.error)]
+
+
 class IMapIterator(_Job):
     """Iterator over the results of ``imap``: in order, each error raised at its position.
 
@@ -390,6 +412,7 @@ class IMapIterator(_Job):
         self._aborted: BaseException | None = None
         self._abort_raised = False
         self._room = Room(buffersize) if buffersize else None
+        self._prepaid = 0  # entries at the front of _chunks whose room was freed with their chunk
 
     def __del__(self) -> None:
         room = getattr(self, "_room", None)
@@ -420,8 +443,15 @@ class IMapIterator(_Job):
             return (True, value)
         if self._chunks:
             ok, value = self._chunks.popleft()
-            if self._room is not None:
+            if self._prepaid:
+                self._prepaid -= 1
+            elif self._room is not None:
                 self._room.free()
+            if isinstance(value, _PartialChunk):  # its finished items, one by one, then its error
+                entries = value.entries()
+                self._chunks.extendleft(reversed(entries))
+                self._prepaid += len(entries)
+                return self._take()
             if not ok:
                 return (False, value)
             if len(value) > 1:
@@ -446,6 +476,7 @@ class IMapIterator(_Job):
         self.cancel()
         with self._cond:
             self._chunks.clear()
+            self._prepaid = 0
             self._current = None
             self._abort_raised = True
 
@@ -506,6 +537,29 @@ class IMapIterator(_Job):
         with self._cond:
             self._place(index, (ok, value))
         self._finish_registration()
+
+    def _set_partial(self, index: int, finished: list[tuple[bool, Any]], error: BaseException, nitems: int) -> None:
+        """Chunk ``index`` ran out of time after its first items finished: those are yielded
+        (counted done), then ``error`` is raised once for the rest of the chunk (counted failed)."""
+        ok_items = sum(1 for ok, _ in finished if ok)
+        entry = (False, _PartialChunk(finished, error))
+        with self._cond:
+            if self._aborted is not None:
+                return
+            self._count(True, ok_items)
+            self._count(False, nitems - ok_items)
+            self._reported += 1
+            finished_all = self._reported == self._length
+            if not finished_all:
+                self._place(index, entry)
+        if self._listening():
+            if ok_items:
+                self._emit("done", ok_items, False)
+            self._emit("failed", nitems - ok_items, finished_all)
+        if finished_all:
+            with self._cond:
+                self._place(index, entry)
+            self._finish_registration()
 
     def _place(self, index: int, entry: tuple[bool, Any]) -> None:
         """Release results in input order: one that arrives early waits in ``_unsorted`` until

@@ -152,13 +152,23 @@ class ForgetMessage:
 
 
 class ItemStartedMessage:
-    """worker -> parent: item ``item`` (0-based) of timed chunk ``(job, index)`` starts now."""
+    """worker -> parent: item ``item`` (0-based) of timed chunk ``(job, index)`` starts now.
+
+    For ``item > 0`` the body is the outcome ``(ok, value)`` of item ``item - 1``: should item
+    ``item`` run out of time, the items the chunk finished are delivered, not lost with it.
+    """
 
     HEADER = struct.Struct("<Bqqq")  # tag, job, index, item
 
     @classmethod
-    def encode(cls, job: int, index: int, item: int) -> bytes:
-        return cls.HEADER.pack(TAG_ITEM_STARTED, job, index, item)
+    def encode(cls, job: int, index: int, item: int, previous: Any = None) -> bytes:
+        header = cls.HEADER.pack(TAG_ITEM_STARTED, job, index, item)
+        if item == 0:
+            return header
+        try:
+            return header + serialization.dumps((True, previous), what="pool task result")
+        except Exception as exc:  # noqa: BLE001 - the item's result cannot travel: it fails as a result would
+            return header + serialization.dumps((False, encoding_error(exc, previous)))
 
 
 STOP_FRAME = bytes([TAG_STOP])  # parent -> worker: finish; sent only when no task is outstanding
@@ -265,10 +275,11 @@ def worker_main(
 
 
 def _item_reporter(out: int, job: int, index: int) -> Any:
-    """For a timed chunk: a callable telling the parent that item ``k`` starts now."""
+    """For a timed chunk: a callable telling the parent that item ``k`` starts now (and what
+    item ``k - 1`` returned)."""
 
-    def started(k: int) -> None:
-        write_frames(out, [ItemStartedMessage.encode(job, index, k)])
+    def started(k: int, values: list[Any]) -> None:
+        write_frames(out, [ItemStartedMessage.encode(job, index, k, values[-1] if k else None)])
 
     return started
 
@@ -298,9 +309,9 @@ def _run_task(
     hook = None
     if started is not None:
 
-        def hook(k: int) -> None:
+        def hook(k: int, values: list[Any]) -> None:
             if k or announce_first:
-                started(k)
+                started(k, values)
 
     return run_task(func, kind, args, started=hook)
 
@@ -374,6 +385,7 @@ class WorkerSlot:
         "reader",
         "done",
         "progress",
+        "finished_items",
         "stop_for",
         "stop_error",
     )
@@ -398,8 +410,30 @@ class WorkerSlot:
         # (task, item, when): the item of a timed task that the worker last said it started.
         # Stale once that task is no longer inflight[0]; then item 0 runs, timed from head_started.
         self.progress: tuple[Task, int, float] | None = None
+        # The outcomes (serialized) of the items that timed task finished, in order: delivered
+        # if a later item of its chunk runs out of time. Same lifetime as ``progress``.
+        self.finished_items: list[bytes] = []
         self.stop_for: Task | None = None  # the task we killed this worker to stop (timeout/cancel)
         self.stop_error: BaseException | None = None  # what that task fails with (None: cancelled)
+
+
+def _finished_items(slot: WorkerSlot, task: Task) -> list[tuple[bool, Any]]:
+    """The outcomes of the items of ``task`` (a timed chunk) that its worker finished before it
+    was stopped, as the worker reported them in its item-started messages."""
+    progress = slot.progress
+    if progress is None or progress[0] is not task:
+        return []
+    outcomes = []
+    for data in slot.finished_items:
+        try:
+            ok, value = serialization.loads(data)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the value's class is not importable here
+            ok, value = False, exc
+        else:
+            if not ok:
+                value = value.rebuild()
+        outcomes.append((ok, value))
+    return outcomes
 
 
 # Seconds a worker stopped with SIGTERM gets to exit before SIGKILL: it dies at once unless
@@ -829,6 +863,7 @@ class ProcessCore:
         if task.timeout is not None:
             self._timed -= 1
             slot.progress = None  # it names this task (and so holds its result): let both go
+            slot.finished_items = []
         if slot.inflight:
             slot.queued_bytes -= slot.inflight[0].nbytes
             slot.head_started = now
@@ -900,7 +935,11 @@ class ProcessCore:
             self._tasks_failed += 1
             if error is None:
                 error = self._lost_error(slot, exitcode, running)
-            running.result._set(running.index, False, error, running.nitems)
+            finished = _finished_items(slot, running) if isinstance(error, TaskTimeoutError) else []
+            if finished:
+                running.result._set_partial(running.index, finished, error, running.nitems)
+            else:
+                running.result._set(running.index, False, error, running.nitems)
         if stopped_for is None and (running is not None or exitcode not in (0, None)) and not cancelled:
             self._report_lost(slot, exitcode)
         try:
@@ -964,7 +1003,11 @@ class ProcessCore:
         _, job, index, item = ItemStartedMessage.HEADER.unpack_from(frame)
         head = slot.inflight[0] if slot.inflight else None
         if head is not None and head.job == job and head.index == index:
+            if slot.progress is None or slot.progress[0] is not head:
+                slot.finished_items = []
             slot.progress = (head, item, monotonic())
+            if item > 0:
+                slot.finished_items.append(bytes(frame[ItemStartedMessage.HEADER.size :]))
 
     def _check_deadlines(self) -> float | None:
         """Kill workers whose timed item ran past its task_timeout; seconds until the next deadline.

@@ -2,8 +2,9 @@
 
 - ``task_timeout``: a 2 s task among fast ones with ``task_timeout=0.5`` fails alone with
   :class:`nbproc.TaskTimeoutError` (naming its index and the limit) long before it would have
-  finished; its worker is replaced; the rest of the call and the next call work. In a chunk,
-  the chunk holding the late item fails as one (as for any error in a chunk).
+  finished; its worker is replaced; the rest of the call and the next call work. In an imap
+  chunk, the items finished before the late one are delivered; the late item and the ones after
+  it in its chunk fail with one error.
 - ``get(timeout)`` keeps the stdlib meaning: it raises ``nbproc.TimeoutError`` and the task
   goes on.
 - ``result.cancel()`` stops a running ``apply_async`` (its worker is replaced);
@@ -73,12 +74,25 @@ def test_pool_default_and_map_raise_for_the_late_task(ctx):
         assert pool.starmap(divmod, [(7, 2)]) == [(3, 1)]
 
 
-def test_chunk_holding_the_late_item_fails_as_one(ctx):
+def test_chunk_keeps_the_items_it_finished_before_the_late_one(ctx):
+    events = []
     with ctx.Pool(1) as pool:
-        results = outcomes(pool.imap(nap, [0.0, 0.0, 0.0, 0.0, SLOW, 0.0], chunksize=3, task_timeout=LIMIT))
-        assert len(results) == 4, results  # chunk 0's three values, then chunk 1 as one error
-        assert all(isinstance(pid, int) for pid in results[:3])
-        assert isinstance(results[3], nbproc.TaskTimeoutError) and results[3].index == 4
+        pool.add_listener(events.append)
+        work = [0.0, 0.0, 0.0, 0.0, 0.0, SLOW, 0.0, 0.0, 0.0]
+        results = outcomes(pool.imap(nap, work, chunksize=3, task_timeout=LIMIT))
+        # chunk 0: three values; chunk 1: its two finished items, then the late one's error once
+        # for the rest of the chunk; chunk 2 (after the worker was replaced): three values
+        assert len(results) == 9, results
+        late = results[5]
+        assert isinstance(late, nbproc.TaskTimeoutError) and late.index == 5, late
+        values = results[:5] + results[6:]
+        assert all(isinstance(pid, int) for pid in values), results
+        assert len(set(results[:5])) == 1 and results[6] != results[0]  # the late worker was replaced
+        unordered = outcomes(pool.imap_unordered(nap, [0.0, SLOW, 0.0], chunksize=3, task_timeout=LIMIT))
+        assert isinstance(unordered[0], int) and isinstance(unordered[1], nbproc.TaskTimeoutError), unordered
+        assert len(unordered) == 2  # the unstarted third item fails with the late one, in one error
+    final = [e for e in events if e.finished]
+    assert [(e.done, e.failed) for e in final] == [(8, 1), (1, 2)], final  # items, not chunks
 
 
 def test_get_timeout_only_stops_waiting(ctx):
