@@ -47,6 +47,9 @@ EXCLUDED = [
     "test_error_during_result_unpickle_in_result_handler",  # the call fails with the unpickling error
     "test_exit_during_result_unpickle_in_result_handler",  # the call fails with SystemExit
     "test_exit_during_result_pickle_on_worker",  # the worker exits: BrokenWorkerError, not SystemExit
+    # deviations only in 3.13's copy of the suite (3.11 runs 3.10's), see FUTURES_TRIAGE.md
+    "test_gh105829_should_not_deadlock_if_wakeup_pipe_full",  # reaches into futures.process
+    "test_python_finalization_error",  # fails every thread start but the first; nbproc starts one
 ]
 
 PER_METHOD_TIMEOUT = 90  # seconds; the curated run takes ~5-15 s per method on 2 busy cores
