@@ -14,14 +14,11 @@ a subprocess; an interpreter without the ``test`` package cannot run it (reporte
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-_RUN_PY = Path(__file__).parent / "cpython_suite" / "run.py"
+from _harness import load_harness
 
 # Classes (as installed by CPython's install_tests_in_module_dict) that pass under every method.
 CURATED = [
@@ -61,18 +58,9 @@ PER_METHOD_TIMEOUT = 60  # seconds; the curated run takes ~5-15 s per method on 
 PER_TEST_TIMEOUT = 30
 
 
-def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nbproc_cpython_suite_run", _RUN_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.timeout(PER_METHOD_TIMEOUT + 30)
 def test_curated_cpython_suite(start_method: str, tmp_path: Path) -> None:
-    runner = _load_runner()
+    runner = load_harness("run.py", "nbproc_cpython_suite_run")
     results = runner.run_suite(
         [start_method],
         CURATED,

@@ -10,14 +10,11 @@ sleeps of 1-6 s) and the documented deviations.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-_RUN_PY = Path(__file__).parent / "cpython_suite" / "run_futures.py"
+from _harness import load_harness
 
 CURATED = [
     "ProcessPoolExecutorTest.",
@@ -56,18 +53,9 @@ PER_METHOD_TIMEOUT = 90  # seconds; the curated run takes ~5-15 s per method on 
 PER_TEST_TIMEOUT = 30
 
 
-def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("nbproc_futures_suite_run", _RUN_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.timeout(PER_METHOD_TIMEOUT + 30)
 def test_curated_cpython_futures_suite(start_method: str, tmp_path: Path) -> None:
-    runner = _load_runner()
+    runner = load_harness("run_futures.py", "nbproc_futures_suite_run")
     try:
         results, _ = runner.run_suite(
             [start_method],
