@@ -70,7 +70,17 @@ def apply(info: _ParentInfo) -> None:
             os._exit(ORPHAN_EXIT_CODE)  # the parent died before the prctl
     sentinel = getattr(parent_process(), "sentinel", None)
     if sentinel is not None:
+        global _watching
+        _watching = True
         threading.Thread(target=_exit_when_closed, args=(sentinel,), name="nbproc-orphan-watch", daemon=True).start()
+
+
+_watching = False  # this process runs the watch thread (pool workers then need no second one)
+
+
+def watching_parent() -> bool:
+    """Whether :func:`apply` started the thread that ends this process with its parent."""
+    return _watching
 
 
 def _die_with_os_parent() -> None:

@@ -193,11 +193,17 @@ class ResultMessage:
 # The worker process
 # --------------------------------------------------------------------------------------------
 
-_ORPHAN_EXIT = 3  # exit code of a worker whose parent died (nobody reads it; useful in core dumps)
-
 
 def _watch_parent() -> None:
-    """Exit this worker when the pool's process dies, even in the middle of a task."""
+    """Exit this worker when the pool's process dies, even in the middle of a task.
+
+    A worker started as an nbproc Process (daemonic) already has the ``nbproc.orphans`` set-up
+    hook's watch thread; this one is for workers a duck-typed context started without it.
+    """
+    from . import _orphans
+
+    if _orphans.watching_parent():
+        return
     parent = parent_process()
     sentinel = getattr(parent, "sentinel", None)
     if sentinel is None:
@@ -205,7 +211,7 @@ def _watch_parent() -> None:
 
     def watch() -> None:
         _wait_ready([sentinel])
-        os._exit(_ORPHAN_EXIT)
+        os._exit(_orphans.ORPHAN_EXIT_CODE)
 
     threading.Thread(target=watch, name="nbproc-parent-watch", daemon=True).start()
 
