@@ -29,7 +29,16 @@ def _is_long_lived(proc: psutil.Process) -> bool:
         cmdline = " ".join(proc.cmdline())
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return False
-    return any(marker in cmdline for marker in _LONG_LIVED_MARKERS)
+    if not any(marker in cmdline for marker in _LONG_LIVED_MARKERS):
+        return False
+    # A fork server's children carry the server's command line too (they are forks of it), so
+    # the command line alone would hide a leaked forkserver worker: a process whose parent has
+    # the same command line is such a child, not a server.
+    try:
+        parent = proc.parent()
+        return parent is None or " ".join(parent.cmdline()) != cmdline
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return False
 
 
 def _live_children() -> list[psutil.Process]:
