@@ -41,6 +41,16 @@ def _is_long_lived(proc: psutil.Process) -> bool:
         return False
 
 
+# Children a module-scoped fixture owns beyond one test (e.g. a kernel's pool that replaced its
+# interrupted workers), each added by the test that checked it is idle and expected there.
+_KEPT_BY_FIXTURES: set[int] = set()
+
+
+def keep_children(pids: set[int] | list[int]) -> None:
+    """Exempt these verified, fixture-owned children from the leftover check (see above)."""
+    _KEPT_BY_FIXTURES.update(pids)
+
+
 def _live_children() -> list[psutil.Process]:
     me = psutil.Process()
     found = []
@@ -50,7 +60,7 @@ def _live_children() -> list[psutil.Process]:
                 continue
         except psutil.NoSuchProcess:
             continue
-        if not _is_long_lived(child):
+        if child.pid not in _KEPT_BY_FIXTURES and not _is_long_lived(child):
             found.append(child)
     return found
 

@@ -24,6 +24,7 @@ import time
 import psutil
 import pytest
 from _kernel_session import KernelSession
+from conftest import keep_children
 from test_orphans import dead_within
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
@@ -177,6 +178,7 @@ def _only_idle_workers_left(kernel: KernelSession, pool_name: str) -> None:
     """Within ~2 s: the kernel's descendants are the pool's (fresh, idle) workers and the long-lived helpers."""
     workers_id = kernel.run(f"print(sorted(w.pid for w in {pool_name}._pool))")
     workers = set(eval(kernel.text(workers_id, "stdout")))
+    keep_children(workers)  # the module's pool owns them; what else is left is checked below
     deadline = time.monotonic() + 2.0
     while True:
         extra = {pid: cmd for pid, cmd in _descendants(kernel, helpers=False).items() if pid not in workers}
