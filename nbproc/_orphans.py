@@ -37,6 +37,10 @@ import threading
 from collections import namedtuple
 from multiprocessing.process import current_process, parent_process
 
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
+
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ORPHAN_EXIT_CODE = 3  # exit code of a child whose parent died (nobody reads it; useful in logs)
 
@@ -53,12 +57,10 @@ _ParentInfo = namedtuple("_ParentInfo", "pid start_method main_thread in_kernel"
 def capture(start_method: str) -> _ParentInfo:
     from . import remote_error  # loaded when used: it imports dataclasses, multiprocessing.pool
 
-    return _ParentInfo(
-        os.getpid(),
-        start_method,
-        threading.current_thread() is threading.main_thread(),
-        remote_error._kernel_shell() is not None,
-    )
+    main_thread = threading.current_thread() is threading.main_thread()
+    if start_method == "fork" and main_thread and sys.platform == "linux":
+        _prctl()  # looked up here, once: every forked child inherits it instead of importing ctypes
+    return _ParentInfo(os.getpid(), start_method, main_thread, remote_error._kernel_shell() is not None)
 
 
 def apply(info: _ParentInfo) -> None:
@@ -83,11 +85,29 @@ def watching_parent() -> bool:
     return _watching
 
 
-def _die_with_os_parent() -> None:
-    import ctypes  # in the child only: the parent does not pay for it
+_prctl_function: Any = None  # libc's prctl through ctypes, once looked up (see _prctl)
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+
+def _prctl() -> Any:
+    """libc's ``prctl``, looked up once per process.
+
+    Importing ctypes costs 1-3 ms, which a child would pay before its first task. So the
+    lookup is done where it is shared: a fork parent does it once in :func:`capture` (its
+    forked children inherit the result), the fork server preloads ctypes
+    (:mod:`nbproc.popen`); only a spawned child imports ctypes itself.
+    """
+    global _prctl_function
+    if _prctl_function is None:
+        import ctypes
+
+        _prctl_function = ctypes.CDLL(None, use_errno=True).prctl
+    return _prctl_function
+
+
+def _die_with_os_parent() -> None:
+    if _prctl()(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        import ctypes
+
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 

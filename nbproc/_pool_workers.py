@@ -928,9 +928,12 @@ class ProcessCore:
             running = None
         # Shared memory the dead worker held: the running task's arrays (if it had not mapped
         # them yet) and what it created for a result it never sent. Unstarted tasks keep theirs.
+        # A worker that exited 0 holding no task (STOP, maxtasksperchild) sent every result it
+        # made, and those were read above: no listing of /dev/shm (~1 ms) on an orderly exit.
         if running is not None:
             _release(running)
-        _shm.sweep(slot.pid)
+        if running is not None or exitcode != 0:
+            _shm.sweep(slot.pid)
         with self._lock:
             cancelled = running is not None and running.job in self._cancelled
             for task in unstarted:
