@@ -123,8 +123,8 @@ def main() -> None:
     if "forkserver" in methods and "fork" in methods:
         nb, fork = medians[("nbproc", "forkserver")], medians[("stdlib", "fork")]
         print(f"  forkserver vs stdlib fork {nb / fork:5.2f}  (<= 1.00: {'ok' if nb <= fork else 'MISSED'})")
-    spread = {key: (min(v), max(v)) for key, v in runs.items()}
-    print("\nSpread over runs (ms): " + "; ".join(f"{k[0]}/{k[1]} {a * 1e3:.1f}-{b * 1e3:.1f}" for k, (a, b) in spread.items()))
+    spread = "; ".join(f"{lib}/{method} {min(v) * 1e3:.1f}-{max(v) * 1e3:.1f}" for (lib, method), v in runs.items())
+    print(f"\nSpread over runs (ms): {spread}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from multiprocessing import (
 from multiprocessing.context import set_spawning_popen
 from typing import Any
 
-from . import _shm_buffers, serialization
+from . import _forkserver_boot, _shm_buffers, serialization
 from .process import attached_setup
 
 __all__ = [
@@ -206,13 +206,16 @@ class SpawnPopen(_PayloadLaunch, popen_spawn_posix.Popen):
 
 
 # nbproc's own fork server: its preload list is nbproc's (set_forkserver_preload), and a
-# stdlib user in the same interpreter keeps its own server and settings.
+# stdlib user in the same interpreter keeps its own server and settings. It preloads the main
+# script for real (nbproc._forkserver_boot says why the stdlib's does not).
 # What the server always imports once, so each forked child starts with it loaded: nbproc, the
-# pool worker's module, and cloudpickle (``import nbproc`` no longer loads it; a child that
-# receives a notebook-defined target or task would otherwise import it: ~10-20 ms per child).
+# pool worker's module, cloudpickle (``import nbproc`` no longer loads it; a child that
+# receives a notebook-defined target or task would otherwise import it: ~10-20 ms per child),
+# this module (a child unpickles the server's fd hand-over objects from popen_forkserver) and
+# ctypes (every daemonic child calls prctl through it: 1-3 ms of import each).
 # A module that cannot be imported is skipped by the server.
-_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "cloudpickle")
-_forkserver = forkserver.ForkServer()
+_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "nbproc.popen", "cloudpickle", "ctypes")
+_forkserver = _forkserver_boot.ForkServer()
 _forkserver.set_forkserver_preload(["__main__", *_ALWAYS_PRELOADED])
 
 
@@ -226,7 +229,7 @@ def _fresh_forkserver_after_fork() -> None:
     """
     global _forkserver
     preload = _forkserver._preload_modules
-    _forkserver = forkserver.ForkServer()
+    _forkserver = _forkserver_boot.ForkServer()
     _forkserver.set_forkserver_preload(list(preload))
 
 
