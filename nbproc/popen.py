@@ -271,14 +271,49 @@ def _stdlib_start_method_untouched() -> Iterator[None]:
 
 
 class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
-    """Ask nbproc's fork server for a child; the server reports its pid on the sentinel."""
+    """Ask nbproc's fork server for a child; the server reports its pid on the sentinel.
+
+    A process object marked ``_nbproc_pid_on_demand`` (pool workers, see
+    :mod:`nbproc._pool_workers`) does not wait for that report in ``start()``: the pid is read
+    when first asked for, so the server forks this child while the parent prepares the next
+    one (the wait is most of a forkserver start: ~1 ms per child). Until then the sentinel is
+    readable without the child having ended, so only a caller that reads ``pid`` before it
+    watches the sentinel may ask for this; ``poll()`` reads the pid first.
+    """
+
+    _pid: int | None = None
+
+    def _launch(self, process_obj: Any) -> None:
+        self._pid_on_demand = bool(getattr(process_obj, "_nbproc_pid_on_demand", False))
+        super()._launch(process_obj)
 
     def _start_child(self) -> tuple[int, int]:
         with _stdlib_start_method_untouched():
             return _forkserver.connect_to_new_process(self._fds)
 
     def _child_started(self) -> None:
-        self.pid = forkserver.read_signed(self.sentinel)
+        if not self._pid_on_demand:
+            self._pid = forkserver.read_signed(self.sentinel)
+
+    @property
+    def pid(self) -> int:
+        """The child's pid, read from the server's report on first use (raises EOFError if the
+        server died before reporting it)."""
+        if self._pid is None:
+            self._pid = forkserver.read_signed(self.sentinel)
+        return self._pid
+
+    @pid.setter
+    def pid(self, value: int) -> None:
+        self._pid = value
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        if self.returncode is None and self._pid is None:
+            try:
+                self.pid  # noqa: B018 - the report comes first on the sentinel, the exit code after it
+            except (OSError, EOFError):
+                self.returncode = 255  # the server died: as the stdlib's poll() reports it
+        return super().poll(flag)
 
 
 if sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX; Windows uses the stdlib's spawn
