@@ -48,39 +48,58 @@ class ForkServer(forkserver.ForkServer):
     """The stdlib's fork server client, whose server preloads the main script for real."""
 
     def ensure_running(self) -> None:
-        """Start the server if it is not running (again if it died). Blocks only for the launch."""
+        """Start the server if it is not running (again if it died). Blocks only for the launch.
+
+        The resource tracker is checked when the server is started, and again by every child's
+        launch (``connect_to_new_process`` hands each child the tracker's descriptor).
+        """
         with self._lock:
-            resource_tracker.ensure_running()
-            if self._forkserver_pid is not None:
-                pid, _ = os.waitpid(self._forkserver_pid, os.WNOHANG)
-                if not pid:
-                    return  # alive
-                os.close(self._forkserver_alive_fd)  # dead: start another one below
-                self._forkserver_address = self._forkserver_alive_fd = self._forkserver_pid = None
-            self._launch()
+            if not self._server_alive():
+                resource_tracker.ensure_running()
+                self._launch()
+
+    def _server_alive(self) -> bool:
+        """Whether our server process runs; a dead one is reaped and forgotten."""
+        if self._forkserver_pid is None:
+            return False
+        if os.waitpid(self._forkserver_pid, os.WNOHANG)[0] == 0:
+            return True
+        os.close(self._forkserver_alive_fd)
+        self._forkserver_address = self._forkserver_alive_fd = self._forkserver_pid = None
+        return False
 
     def _launch(self) -> None:
         main_path, sys_path, argv = _main_and_path()
-        address = connection.arbitrary_address("AF_UNIX")
-        with socket.socket(socket.AF_UNIX) as listener:
-            listener.bind(address)
-            if not util.is_abstract_socket_namespace(address):
-                os.chmod(address, 0o600)  # only this user may ask for children
-            listener.listen()
-            # Every process that may ask for children holds the write end; the server exits
-            # when the last of them is gone (end of file on the read end).
-            alive_r, alive_w = os.pipe()
-            try:
-                command = _server_command(
-                    listener.fileno(), alive_r, list(self._preload_modules), main_path, sys_path, argv
-                )
-                pid = util.spawnv_passfds(command[0], command, [listener.fileno(), alive_r])
-            except BaseException:
-                os.close(alive_w)
-                raise
-            finally:
-                os.close(alive_r)
+        listener, address = _listener()
+        # Every process that may ask for children holds the write end; the server exits when
+        # the last of them is gone (end of file on the read end).
+        alive_r, alive_w = os.pipe()
+        try:
+            preload = list(self._preload_modules)
+            command = _server_command(listener.fileno(), alive_r, preload, main_path, sys_path, argv)
+            pid = util.spawnv_passfds(command[0], command, [listener.fileno(), alive_r])
+        except BaseException:
+            os.close(alive_w)
+            raise
+        finally:
+            os.close(alive_r)
+            listener.close()  # the server has its own copy
         self._forkserver_address, self._forkserver_alive_fd, self._forkserver_pid = address, alive_w, pid
+
+
+def _listener() -> tuple[socket.socket, str]:
+    """A listening Unix socket at a fresh address, which only this user may connect to."""
+    address = connection.arbitrary_address("AF_UNIX")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return sock, address
 
 
 def _server_command(
