@@ -15,9 +15,12 @@ Two mechanisms, because neither covers everything::
                                                 server (forkserver), or our main thread (fork,
                                                 spawn); then re-check the parent, which may
                                                 have died before the prctl
-                                             2. a daemon thread waits on the parent's sentinel
-                                                (a pipe whose other end only the parent holds)
-                                                and ends the child when it reads EOF
+                                             2. where 1 does not follow the parent itself
+                                                (forkserver, a child started from another
+                                                thread, not Linux): a daemon thread waits on
+                                                the parent's sentinel (a pipe whose other end
+                                                only the parent holds) and ends the child when
+                                                it reads EOF
 
 Why not PDEATHSIG alone: it fires when the *thread* that forked the child exits, not the
 process. A child started from a short-lived thread (a Pool built in a worker thread) would be
@@ -25,7 +28,11 @@ killed when that thread ends, so such children get only the watch thread. PDEATH
 Linux-only. Why not the watch alone: under fork, siblings forked later inherit the parent's end
 of the sentinel pipe, so EOF can come late; and a child stuck in C code with the GIL held never
 runs the thread. The forkserver's own server exits when the kernel's end of its "alive" pipe
-closes, which takes its children with it through PDEATHSIG.
+closes, which takes its children with it through PDEATHSIG; but the server's children hold
+that pipe too, so a forkserver child needs the watch thread to notice its parent's death.
+Where PDEATHSIG follows the parent itself (fork and spawn from the main thread, on Linux) the
+thread would add nothing, and starting it costs every child a thread hand-off before its
+first task.
 """
 
 from __future__ import annotations
@@ -66,22 +73,25 @@ def capture(start_method: str) -> _ParentInfo:
 def apply(info: _ParentInfo) -> None:
     if not (current_process().daemon or info.in_kernel):
         return
+    global _watching
     if sys.platform == "linux" and (info.main_thread or info.start_method == "forkserver"):
         _die_with_os_parent()
-        if info.start_method != "forkserver" and os.getppid() != info.pid:
-            os._exit(ORPHAN_EXIT_CODE)  # the parent died before the prctl
+        if info.start_method != "forkserver":
+            if os.getppid() != info.pid:
+                os._exit(ORPHAN_EXIT_CODE)  # the parent died before the prctl
+            _watching = True  # the signal follows the parent itself: no thread needed
+            return
     sentinel = getattr(parent_process(), "sentinel", None)
     if sentinel is not None:
-        global _watching
         _watching = True
         threading.Thread(target=_exit_when_closed, args=(sentinel,), name="nbproc-orphan-watch", daemon=True).start()
 
 
-_watching = False  # this process runs the watch thread (pool workers then need no second one)
+_watching = False  # apply() made this process end with its parent (pool workers then need no watch of their own)
 
 
 def watching_parent() -> bool:
-    """Whether :func:`apply` started the thread that ends this process with its parent."""
+    """Whether :func:`apply` made this process end with its parent (PDEATHSIG or the watch thread)."""
     return _watching
 
 
