@@ -135,6 +135,9 @@ def serve(listener_fd: int, alive_r: int, preload: list[str], main_path: str | N
     """
     if main_path is not None and "__main__" in preload:
         sys.argv = list(argv)
+        # The server's stdin is /dev/null while the stdlib's children run the script (its
+        # server closes stdin before forking them): so here too, before the script runs.
+        util._close_stdin()
         if not _preload_main(main_path):
             # What the script's top level did before failing (an nbproc setting, a module
             # half-imported) must not leak into children that run it again: start over as
