@@ -37,6 +37,7 @@ first task.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -84,7 +85,10 @@ def apply(info: _ParentInfo) -> None:
     sentinel = getattr(parent_process(), "sentinel", None)
     if sentinel is not None:
         _watching = True
-        threading.Thread(target=_exit_when_closed, args=(sentinel,), name="nbproc-orphan-watch", daemon=True).start()
+        # A bare thread, not threading.Thread: its start() waits until the new thread has run,
+        # a hand-off that every child would pay before its first task. This one needs nothing
+        # of threading (no name, no join; like a daemon thread it never holds up the exit).
+        _thread.start_new_thread(_exit_when_closed, (sentinel,))
 
 
 _watching = False  # apply() made this process end with its parent (pool workers then need no watch of their own)
