@@ -2,7 +2,9 @@
 
 For each start method, with 2 workers:
 
-* ``start+shutdown``   ``Pool(2)``, one tiny ``map``, ``close()``, ``join()`` (ms)
+* ``start+shutdown``   ``Pool(2)``, one tiny ``map``, ``close()``, ``join()`` (ms), with this
+  script (which imports numpy) as main module: spawn children re-import it for every library
+  alike; ``startup.py`` measures start-up with a light main module
 * ``20k tasks``        ``map(f, range(20000))`` with the default chunking: µs per task
 * ``2k tasks cs=1``    ``map(f, range(2000), chunksize=1)``: µs per task
 * ``CPU speedup``      16 CPU-bound tasks of ~25 ms: serial time / pool time (higher is better)

@@ -15,9 +15,12 @@ Two mechanisms, because neither covers everything::
                                                 server (forkserver), or our main thread (fork,
                                                 spawn); then re-check the parent, which may
                                                 have died before the prctl
-                                             2. a daemon thread waits on the parent's sentinel
-                                                (a pipe whose other end only the parent holds)
-                                                and ends the child when it reads EOF
+                                             2. where 1 does not follow the parent itself
+                                                (forkserver, a child started from another
+                                                thread, not Linux): a daemon thread waits on
+                                                the parent's sentinel (a pipe whose other end
+                                                only the parent holds) and ends the child when
+                                                it reads EOF
 
 Why not PDEATHSIG alone: it fires when the *thread* that forked the child exits, not the
 process. A child started from a short-lived thread (a Pool built in a worker thread) would be
@@ -25,17 +28,26 @@ killed when that thread ends, so such children get only the watch thread. PDEATH
 Linux-only. Why not the watch alone: under fork, siblings forked later inherit the parent's end
 of the sentinel pipe, so EOF can come late; and a child stuck in C code with the GIL held never
 runs the thread. The forkserver's own server exits when the kernel's end of its "alive" pipe
-closes, which takes its children with it through PDEATHSIG.
+closes, which takes its children with it through PDEATHSIG; but the server's children hold
+that pipe too, so a forkserver child needs the watch thread to notice its parent's death.
+Where PDEATHSIG follows the parent itself (fork and spawn from the main thread, on Linux) the
+thread would add nothing, and starting it costs every child a thread hand-off before its
+first task.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
 import threading
 from collections import namedtuple
 from multiprocessing.process import current_process, parent_process
+
+TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
+if TYPE_CHECKING:
+    from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ORPHAN_EXIT_CODE = 3  # exit code of a child whose parent died (nobody reads it; useful in logs)
@@ -53,41 +65,63 @@ _ParentInfo = namedtuple("_ParentInfo", "pid start_method main_thread in_kernel"
 def capture(start_method: str) -> _ParentInfo:
     from . import remote_error  # loaded when used: it imports dataclasses, multiprocessing.pool
 
-    return _ParentInfo(
-        os.getpid(),
-        start_method,
-        threading.current_thread() is threading.main_thread(),
-        remote_error._kernel_shell() is not None,
-    )
+    main_thread = threading.current_thread() is threading.main_thread()
+    if start_method == "fork" and main_thread and sys.platform == "linux":
+        _prctl()  # looked up here, once: every forked child inherits it instead of importing ctypes
+    return _ParentInfo(os.getpid(), start_method, main_thread, remote_error._kernel_shell() is not None)
 
 
 def apply(info: _ParentInfo) -> None:
     if not (current_process().daemon or info.in_kernel):
         return
+    global _watching
     if sys.platform == "linux" and (info.main_thread or info.start_method == "forkserver"):
         _die_with_os_parent()
-        if info.start_method != "forkserver" and os.getppid() != info.pid:
-            os._exit(ORPHAN_EXIT_CODE)  # the parent died before the prctl
+        if info.start_method != "forkserver":
+            if os.getppid() != info.pid:
+                os._exit(ORPHAN_EXIT_CODE)  # the parent died before the prctl
+            _watching = True  # the signal follows the parent itself: no thread needed
+            return
     sentinel = getattr(parent_process(), "sentinel", None)
     if sentinel is not None:
-        global _watching
         _watching = True
-        threading.Thread(target=_exit_when_closed, args=(sentinel,), name="nbproc-orphan-watch", daemon=True).start()
+        # A bare thread, not threading.Thread: its start() waits until the new thread has run,
+        # a hand-off that every child would pay before its first task. This one needs nothing
+        # of threading (no name, no join; like a daemon thread it never holds up the exit).
+        _thread.start_new_thread(_exit_when_closed, (sentinel,))
 
 
-_watching = False  # this process runs the watch thread (pool workers then need no second one)
+_watching = False  # apply() made this process end with its parent (pool workers then need no watch of their own)
 
 
 def watching_parent() -> bool:
-    """Whether :func:`apply` started the thread that ends this process with its parent."""
+    """Whether :func:`apply` made this process end with its parent (PDEATHSIG or the watch thread)."""
     return _watching
 
 
-def _die_with_os_parent() -> None:
-    import ctypes  # in the child only: the parent does not pay for it
+_prctl_function: Any = None  # libc's prctl through ctypes, once looked up (see _prctl)
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+
+def _prctl() -> Any:
+    """libc's ``prctl``, looked up once per process.
+
+    Importing ctypes costs 1-3 ms, which a child would pay before its first task. So the
+    lookup is done where it is shared: a fork parent does it once in :func:`capture` (its
+    forked children inherit the result), the fork server preloads ctypes
+    (:mod:`nbproc.popen`); only a spawned child imports ctypes itself.
+    """
+    global _prctl_function
+    if _prctl_function is None:
+        import ctypes
+
+        _prctl_function = ctypes.CDLL(None, use_errno=True).prctl
+    return _prctl_function
+
+
+def _die_with_os_parent() -> None:
+    if _prctl()(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        import ctypes
+
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 

@@ -48,7 +48,7 @@ from multiprocessing import (
 from multiprocessing.context import set_spawning_popen
 from typing import Any
 
-from . import _shm_buffers, serialization
+from . import _forkserver_boot, _shm_buffers, serialization
 from .process import attached_setup
 
 __all__ = [
@@ -206,13 +206,16 @@ class SpawnPopen(_PayloadLaunch, popen_spawn_posix.Popen):
 
 
 # nbproc's own fork server: its preload list is nbproc's (set_forkserver_preload), and a
-# stdlib user in the same interpreter keeps its own server and settings.
+# stdlib user in the same interpreter keeps its own server and settings. It preloads the main
+# script for real (nbproc._forkserver_boot says why the stdlib's does not).
 # What the server always imports once, so each forked child starts with it loaded: nbproc, the
-# pool worker's module, and cloudpickle (``import nbproc`` no longer loads it; a child that
-# receives a notebook-defined target or task would otherwise import it: ~10-20 ms per child).
+# pool worker's module, cloudpickle (``import nbproc`` no longer loads it; a child that
+# receives a notebook-defined target or task would otherwise import it: ~10-20 ms per child),
+# this module (a child unpickles the server's fd hand-over objects from popen_forkserver) and
+# ctypes (every daemonic child calls prctl through it: 1-3 ms of import each).
 # A module that cannot be imported is skipped by the server.
-_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "cloudpickle")
-_forkserver = forkserver.ForkServer()
+_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "nbproc.popen", "cloudpickle", "ctypes")
+_forkserver = _forkserver_boot.ForkServer()
 _forkserver.set_forkserver_preload(["__main__", *_ALWAYS_PRELOADED])
 
 
@@ -226,7 +229,7 @@ def _fresh_forkserver_after_fork() -> None:
     """
     global _forkserver
     preload = _forkserver._preload_modules
-    _forkserver = forkserver.ForkServer()
+    _forkserver = _forkserver_boot.ForkServer()
     _forkserver.set_forkserver_preload(list(preload))
 
 
@@ -268,14 +271,49 @@ def _stdlib_start_method_untouched() -> Iterator[None]:
 
 
 class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
-    """Ask nbproc's fork server for a child; the server reports its pid on the sentinel."""
+    """Ask nbproc's fork server for a child; the server reports its pid on the sentinel.
+
+    A process object marked ``_nbproc_pid_on_demand`` (pool workers, see
+    :mod:`nbproc._pool_workers`) does not wait for that report in ``start()``: the pid is read
+    when first asked for, so the server forks this child while the parent prepares the next
+    one (the wait is most of a forkserver start: ~1 ms per child). Until then the sentinel is
+    readable without the child having ended, so only a caller that reads ``pid`` before it
+    watches the sentinel may ask for this; ``poll()`` reads the pid first.
+    """
+
+    _pid: int | None = None
+
+    def _launch(self, process_obj: Any) -> None:
+        self._pid_on_demand = bool(getattr(process_obj, "_nbproc_pid_on_demand", False))
+        super()._launch(process_obj)
 
     def _start_child(self) -> tuple[int, int]:
         with _stdlib_start_method_untouched():
             return _forkserver.connect_to_new_process(self._fds)
 
     def _child_started(self) -> None:
-        self.pid = forkserver.read_signed(self.sentinel)
+        if not self._pid_on_demand:
+            self._pid = forkserver.read_signed(self.sentinel)
+
+    @property
+    def pid(self) -> int:
+        """The child's pid, read from the server's report on first use (raises EOFError if the
+        server died before reporting it)."""
+        if self._pid is None:
+            self._pid = forkserver.read_signed(self.sentinel)
+        return self._pid
+
+    @pid.setter
+    def pid(self, value: int) -> None:
+        self._pid = value
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        if self.returncode is None and self._pid is None:
+            try:
+                self.pid  # noqa: B018 - the report comes first on the sentinel, the exit code after it
+            except (OSError, EOFError):
+                self.returncode = 255  # the server died: as the stdlib's poll() reports it
+        return super().poll(flag)
 
 
 if sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX; Windows uses the stdlib's spawn

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 
+from . import _rebuild
 from .exceptions import SerializationError
 
 TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
@@ -122,14 +123,12 @@ def _setstate_in_main(func: types.FunctionType, state: tuple[dict[str, Any], dic
     the parent's current ones; other values are installed only where the child has none yet,
     so state the child set itself (``global STATE`` in an initializer) is not clobbered.
     """
-    from cloudpickle.cloudpickle import _function_setstate  # loaded: the payload's constructor named it
-
     func_state, slotstate = state
     namespace = func.__globals__
     for name, value in slotstate["__globals__"].items():
         if name not in namespace or _is_main_definition(value):
             namespace[name] = value
-    _function_setstate(func, (func_state, {**slotstate, "__globals__": {}}))
+    _rebuild.set_function_state(func, (func_state, {**slotstate, "__globals__": {}}))
 
 
 def _main_classes() -> list[type]:
@@ -176,7 +175,8 @@ _DYNAMIC_CODE_FILENAME = "<dynamic-code>"
 
 
 def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
-    """cloudpickle's code reduction, with the code's real file name kept.
+    """cloudpickle's code reduction, with the code's real file name kept, rebuilt by
+    :func:`nbproc._rebuild.code` (the receiver then needs no cloudpickle for it).
 
     cloudpickle 3 writes every by-value code object's ``co_filename`` as ``"<dynamic-code>"``
     (for byte-identical payloads wherever a function was defined), so a spawn/forkserver
@@ -187,9 +187,25 @@ def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
     reduced = _cloudpickle_code_reduce(code)  # set by _load_cloudpickle, before any code is pickled
     if not (isinstance(reduced, tuple) and len(reduced) == 2 and isinstance(reduced[1], tuple)):
         return reduced  # a cloudpickle whose reduction we do not know: leave it alone
-    constructor, args = reduced
+    _, args = reduced
     args = tuple(code.co_filename if arg == _DYNAMIC_CODE_FILENAME and type(arg) is str else arg for arg in args)
-    return constructor, args
+    return _rebuild.code, args
+
+
+def _reduce_cell(cell: types.CellType) -> Any:
+    """A closure cell, rebuilt without cloudpickle (see :mod:`nbproc._rebuild`)."""
+    try:
+        return _rebuild.cell, (cell.cell_contents,)
+    except ValueError:  # empty: a free variable not assigned yet
+        return _rebuild.empty_cell, ()
+
+
+def _reduce_module(module: types.ModuleType) -> Any:
+    """A module a function uses: by name when the receiver can import it (cloudpickle's rule),
+    rebuilt without cloudpickle; a dynamic module goes by value through cloudpickle."""
+    if _cloudpickle_module._should_pickle_by_reference(module):
+        return _rebuild.module, (module.__name__,)
+    return _cloudpickle_module._module_reduce(module)
 
 
 # -- loading cloudpickle on first need ------------------------------------------------------
@@ -258,8 +274,14 @@ def _load_cloudpickle() -> Any:
         table = getattr(module.Pickler, "_dispatch_table", None)
         _DISPATCH.maps.insert(2, table if table is not None else module.Pickler.dispatch_table)
         _cloudpickle_code_reduce = module.Pickler.dispatch_table.get(types.CodeType)
-        if _cloudpickle_code_reduce is not None:  # ours first: code keeps its file name
-            _DISPATCH.maps.insert(2, {types.CodeType: _reduce_code_keeping_filename})
+        # Ours first: what a by-value function is made of (its code, which keeps its file name,
+        # its cells, the modules it uses) rebuilds through nbproc._rebuild, without cloudpickle.
+        ours: dict[type, Any] = {types.CellType: _reduce_cell}
+        if _cloudpickle_code_reduce is not None:
+            ours[types.CodeType] = _reduce_code_keeping_filename
+        if hasattr(module, "_module_reduce"):
+            ours[types.ModuleType] = _reduce_module
+        _DISPATCH.maps.insert(2, ours)
         _cloudpickle_module = module
     return _cloudpickle_module
 
@@ -329,16 +351,21 @@ class CloudPickler(pickle.Pickler):
         reduced = self._cloud.reducer_override(obj)
         if (
             kind is types.FunctionType
-            and obj.__module__ in _MAIN_MODULES
             and isinstance(reduced, tuple)
             and len(reduced) == 6
+            and reduced[0] is _cloudpickle_module._make_function
             and reduced[5] is _cloudpickle_module._function_setstate
         ):
             # cloudpickle >= 2 reduces a dynamic function to
             # (_make_function, (code, base_globals, name, argdefs, closure), state, None, None, setstate);
-            # we swap the private base_globals for the child's __main__ namespace.
-            make, args, state, items, mapping, _ = reduced
-            return make, (args[0], _MAIN_GLOBALS_REF, *args[2:]), state, items, mapping, _setstate_in_main
+            # the same function and state are rebuilt by nbproc._rebuild (no cloudpickle import in
+            # the receiver), and a __main__ function gets the child's __main__ namespace instead
+            # of a private base_globals.
+            _, args, state, items, mapping, _ = reduced
+            setstate: Any = _rebuild.set_function_state
+            if obj.__module__ in _MAIN_MODULES:
+                args, setstate = (args[0], _MAIN_GLOBALS_REF, *args[2:]), _setstate_in_main
+            return _rebuild.function, args, state, items, mapping, setstate
         return reduced
 
 
