@@ -206,8 +206,8 @@ def total(x) -> float:
 def test_a_thousand_tasks_leave_nothing(ctx, shm_clean, monkeypatch):
     array = np.ones(MIB // 8)  # exactly the threshold: every task goes through shared memory
     exported = []
-    export = shm.export
-    monkeypatch.setattr(shm, "export", lambda raw: exported.append(1) or export(raw))
+    export = shm.SegmentCache.export
+    monkeypatch.setattr(shm.SegmentCache, "export", lambda self, raw: exported.append(1) or export(self, raw))
     with ctx.Pool(2) as pool:
         assert pool.map(total, [array] * 1000, 1) == [2.0] * 1000
     assert len(exported) == 1000
