@@ -286,3 +286,107 @@ def test_killed_parent_leaves_nothing(start_method, tmp_path):
             os.killpg(parent.pid, signal.SIGKILL)  # anything of its tree still alive
         except ProcessLookupError:
             pass
+
+
+# -- recycled segments (the pool's) -----------------------------------------------------------
+
+
+def _name(ref: bytes) -> str:
+    return bytes(ref[shm._RHEAD.size :]).decode("ascii")
+
+
+def test_a_segment_is_reused_only_once_its_receiver_let_go(shm_clean):
+    cache = shm.SegmentCache()
+    first = np.arange(MIB // 8, dtype=np.float64)
+    ref_a = cache.export(memoryview(first).cast("B"))
+    held = np.frombuffer(shm.attach(ref_a), dtype=np.float64)
+    ref_b = cache.export(memoryview(first * 2).cast("B"))
+    assert _name(ref_b) != _name(ref_a), "handed out a segment a receiver still maps"
+    received_b = np.frombuffer(shm.attach(ref_b), dtype=np.float64)
+    del received_b  # released: its segment may be written again
+    ref_c = cache.export(memoryview(first * 3).cast("B"))
+    assert _name(ref_c) == _name(ref_b)
+    assert (np.frombuffer(shm.attach(ref_c), dtype=np.float64) == first * 3).all()
+    assert (held == first).all(), "the array still held changed"
+    cache.close()
+    assert (held == first).all()  # its memory outlives the name
+
+
+def test_a_discarded_recycled_segment_is_reused_an_attached_one_is_not(shm_clean):
+    cache = shm.SegmentCache()
+    data = memoryview(bytes(MIB))
+    never_read = cache.export(data)
+    shm.discard([never_read])
+    assert _name(cache.export(data)) == _name(never_read)
+    attached = cache.export(data)
+    view = shm.attach(attached)
+    shm.discard([attached])  # the pool discards a finished task's frames: must not free a mapped one
+    assert _name(cache.export(data)) != _name(attached)
+    del view
+    cache.close()
+
+
+def test_a_stale_reference_is_refused(shm_clean):
+    cache = shm.SegmentCache()
+    ref = cache.export(memoryview(bytes(MIB)))
+    shm.discard([ref])
+    cache.export(memoryview(bytes(MIB)))  # the same segment, a new token
+    with pytest.raises(FileNotFoundError):
+        shm.attach(ref)
+    cache.close()
+
+
+def _exit_at_once():
+    pass
+
+
+def test_mappings_alive_at_a_fork_are_never_reused(shm_clean):
+    """A forked child shares the mapping: its copy of the array must not change under it."""
+    cache = shm.SegmentCache()
+    ref = cache.export(memoryview(bytes(MIB)))
+    view = shm.attach(ref)
+    p = nbproc.get_context("fork").Process(target=_exit_at_once)
+    p.start()
+    p.join()
+    del view
+    assert _name(cache.export(memoryview(bytes(MIB)))) != _name(ref)
+    cache.close()
+
+
+def test_budget_zero_means_fresh_segments(shm_clean):
+    cache = shm.SegmentCache(budget=0)
+    ref = cache.export(memoryview(bytes(MIB)))
+    assert bytes(ref[:8]) == shm._MAGIC  # the one-shot kind: the receiver removes the name
+    shm.attach(ref)
+    cache.close()
+
+
+_kept = []
+
+
+def keep(x):
+    _kept.append(x)
+    return float(x[0])
+
+
+def kept_digests(_):
+    return [digest(x) for x in _kept]
+
+
+def filled(value):
+    return np.full(MIB // 4, float(value))
+
+
+def test_arrays_kept_by_either_side_never_change(ctx, shm_clean):
+    """The worker keeps the arrays it was sent, the parent the results: later traffic reuses
+    segments, never theirs."""
+    arrays = [np.full(MIB // 4, float(i)) for i in range(4)]
+    with ctx.Pool(1) as pool:
+        assert pool.map(keep, arrays, 1) == [0.0, 1.0, 2.0, 3.0]
+        results = pool.map(filled, range(4), 1)
+        for _ in range(3):
+            pool.map(total, [np.ones(MIB // 4)] * 4, 1)  # recycled traffic both ways
+            pool.map(filled, range(10, 14), 1)
+        assert pool.apply(kept_digests, (None,)) == [digest(a) for a in arrays]
+        assert [float(r[0]) for r in results] == [0.0, 1.0, 2.0, 3.0]
+        assert all((r == r[0]).all() for r in results)
