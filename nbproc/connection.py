@@ -265,10 +265,6 @@ class _SharedMemoryOutOfBand(OutOfBand):
 
     __slots__ = ("segments",)
 
-    def __init__(self, snapshot: bool = False, segments: _shm.SegmentCache | None = None) -> None:
-        super().__init__(snapshot)
-        self.segments = segments
-
     def take(self, raw: memoryview) -> bool:
         if raw.nbytes >= _shm.SHM_THRESHOLD:
             try:
@@ -295,8 +291,10 @@ def dumps_with_buffers(
     ``segments``: the sender's recycled segments, for a channel whose segments its owner
     removes when it shuts down (the pool's); others get a fresh segment per buffer.
     """
+    out_of_band: OutOfBand
     if shared_memory and _shm.available():
-        out_of_band: OutOfBand = _SharedMemoryOutOfBand(snapshot, segments)
+        out_of_band = shared = _SharedMemoryOutOfBand(snapshot)
+        shared.segments = segments  # (set here rather than by an __init__: this runs for every message)
     else:
         out_of_band = OutOfBand(snapshot)
     return serialization.dumps(obj, what=what, buffer_callback=out_of_band), out_of_band.buffers
