@@ -129,18 +129,7 @@ def export(raw: memoryview) -> bytes:
     """
     tracker = _tracker()
     size = raw.nbytes
-    while True:
-        name = _new_name()
-        tracker.register(name, _RTYPE)
-        try:
-            fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
-        except FileExistsError:  # a name left by an earlier process with this pid
-            tracker.unregister(name, _RTYPE)
-            continue
-        except BaseException:
-            tracker.unregister(name, _RTYPE)
-            raise
-        break
+    name, fd = _create(tracker)
     try:
         # write() fills tmpfs pages directly: no page faults, one copy.
         view = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
@@ -153,6 +142,20 @@ def export(raw: memoryview) -> bytes:
     finally:
         os.close(fd)
     return _HEAD.pack(_MAGIC, size, raw.readonly) + name.encode("ascii")
+
+
+def _create(tracker: Any) -> tuple[str, int]:
+    """A new segment, registered with the tracker first (a kill in between leaks nothing)."""
+    while True:
+        name = _new_name()
+        tracker.register(name, _RTYPE)
+        try:
+            return name, _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        except FileExistsError:  # a name left by an earlier process with this pid
+            tracker.unregister(name, _RTYPE)
+        except BaseException:
+            tracker.unregister(name, _RTYPE)
+            raise
 
 
 def is_ref(frame: Any) -> bool:
@@ -340,95 +343,121 @@ class _Segment:
         return self.mapping[8]
 
 
+class _Held:
+    """A cache's segments, apart from the cache so that its finalizer can remove them."""
+
+    __slots__ = ("lock", "idle", "idle_bytes", "busy", "closed", "pid")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[_Segment] = []  # released by their receivers, oldest first
+        self.idle_bytes = 0
+        self.busy: deque[_Segment] = deque()  # sent, not yet released
+        self.closed = False
+        self.pid = os.getpid()
+
+
 class SegmentCache:
     """A sender's recycled segments (one per pool in the parent, one per worker for results).
 
-    Thread-safe (several threads may submit to one pool). Not usable in a forked child: it
-    then exports fresh segments, and never touches the parent's.
+    Thread-safe (several threads may submit to one pool, another may shut it down). Not
+    usable in a forked child: it then exports fresh segments, and never touches the parent's.
     """
 
     def __init__(self, budget: int | None = None) -> None:
         self.budget = RECYCLE_BYTES if budget is None else budget
-        self._lock = threading.Lock()
-        self._idle: list[_Segment] = []  # released by their receivers, oldest first
-        self._idle_bytes = 0
-        self._busy: deque[_Segment] = deque()  # sent, not yet released
-        self._pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _close_segments, self._pid, self._idle, self._busy)
+        self._held = _Held()
+        self._finalizer = weakref.finalize(self, _close_segments, self._held)
 
     def export(self, raw: memoryview) -> bytes:
         """Like :func:`export`, into a segment a receiver has finished with where one fits."""
-        if self.budget <= 0 or self._pid != os.getpid() or not self._finalizer.alive:
+        held = self._held
+        if self.budget <= 0 or held.pid != os.getpid() or held.closed:
             return export(raw)
         size = raw.nbytes
-        with self._lock:
+        with held.lock:
             segment = self._take(size)
         view = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
         token = int.from_bytes(os.urandom(8), "little")
         if segment is None:
-            segment = self._create(view, token)
+            segment = _new_segment(view, token)
         else:
-            segment.mapping[_DATA : _DATA + size] = view
-            segment.mapping[: _STATE.size] = _STATE.pack(token, SENT)
-        with self._lock:
-            self._busy.append(segment)
+            try:
+                _copy(segment.mapping, _DATA, view)
+                segment.mapping[: _STATE.size] = _STATE.pack(token, SENT)
+            except BaseException:
+                _drop(segment)
+                raise
+        with held.lock:
+            if held.closed:  # shut down meanwhile: nobody will read the message
+                _drop(segment)
+            else:
+                held.busy.append(segment)
         return _RHEAD.pack(_RECYCLED_MAGIC, size, raw.readonly, token) + segment.name.encode("ascii")
 
     def _take(self, size: int) -> _Segment | None:
         """An idle segment for ``size`` bytes, after collecting the released ones (lock held)."""
-        for _ in range(min(_SCAN, len(self._busy))):
-            segment = self._busy.popleft()
+        held = self._held
+        for _ in range(min(_SCAN, len(held.busy))):
+            segment = held.busy.popleft()
             if segment.state() == RELEASED:
-                self._idle.append(segment)
-                self._idle_bytes += segment.capacity
+                held.idle.append(segment)
+                held.idle_bytes += segment.capacity
             else:
-                self._busy.append(segment)
+                held.busy.append(segment)
         best = None
-        for segment in self._idle:
+        for segment in held.idle:
             if size <= segment.capacity <= size * _FIT and (best is None or segment.capacity < best.capacity):
                 best = segment
         if best is not None:
-            self._idle.remove(best)
-            self._idle_bytes -= best.capacity
-        while self._idle_bytes > self.budget:
-            oldest = self._idle.pop(0)
-            self._idle_bytes -= oldest.capacity
+            held.idle.remove(best)
+            held.idle_bytes -= best.capacity
+        while held.idle_bytes > self.budget:
+            oldest = held.idle.pop(0)
+            held.idle_bytes -= oldest.capacity
             _drop(oldest)
         return best
-
-    def _create(self, view: memoryview, token: int) -> _Segment:
-        tracker = _tracker()
-        size = view.nbytes
-        while True:
-            name = _new_name()
-            tracker.register(name, _RTYPE)
-            try:
-                fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
-            except FileExistsError:
-                tracker.unregister(name, _RTYPE)
-                continue
-            except BaseException:
-                tracker.unregister(name, _RTYPE)
-                raise
-            break
-        try:
-            os.pwrite(fd, _STATE.pack(token, SENT), 0)
-            done = 0
-            while done < size:  # write() fills fresh tmpfs pages without faulting them in here
-                done += os.pwrite(fd, view[done:], _DATA + done)
-            # Mapped (every page at once) for the next uses: copying into mapped pages is
-            # faster than write(), and the state byte is read through it.
-            mapping = mmap.mmap(fd, _DATA + size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
-        except BaseException:
-            _unlink(name, tracker)
-            raise
-        finally:
-            os.close(fd)
-        return _Segment(name, size, mapping)
 
     def close(self) -> None:
         """Remove every segment (the pool has shut down: no receiver will attach any more)."""
         self._finalizer()
+
+
+def _new_segment(view: memoryview, token: int) -> _Segment:
+    """A segment holding ``view``'s bytes after a header page, mapped by its sender."""
+    tracker = _tracker()
+    size = view.nbytes
+    name, fd = _create(tracker)
+    try:
+        os.pwrite(fd, _STATE.pack(token, SENT), 0)
+        done = 0
+        while done < size:  # write() fills fresh tmpfs pages without faulting them in here
+            done += os.pwrite(fd, view[done:], _DATA + done)
+        # Mapped (every page at once) for the next uses: copying into mapped pages is faster
+        # than write(), and the state byte is read through it.
+        mapping = mmap.mmap(fd, _DATA + size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+    except BaseException:
+        _unlink(name, tracker)
+        raise
+    finally:
+        os.close(fd)
+    return _Segment(name, size, mapping)
+
+
+def _copy(mapping: mmap.mmap, offset: int, view: memoryview) -> None:
+    """Copy ``view`` into ``mapping`` at ``offset``, with the GIL released where NumPy is loaded.
+
+    Copying into an mmap by slice assignment holds the GIL for the whole copy (~2 ms for
+    16 MiB): the pool thread, which hands the previous task to a worker, then waits for it.
+    NumPy's copy releases the GIL; it is used only if the sender has imported NumPy already
+    (it sends NumPy arrays, as a rule), never imported for this.
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        mapping[offset : offset + view.nbytes] = view
+    else:
+        target = numpy.frombuffer(mapping, numpy.uint8, view.nbytes, offset)
+        numpy.copyto(target, numpy.frombuffer(view, numpy.uint8))
 
 
 def _drop(segment: _Segment) -> None:
@@ -436,13 +465,17 @@ def _drop(segment: _Segment) -> None:
     segment.mapping.close()
 
 
-def _close_segments(pid: int, idle: list[_Segment], busy: deque[_Segment]) -> None:
-    if pid != os.getpid():  # a forked child inheriting the finalizer: the segments are the parent's
+def _close_segments(held: _Held) -> None:
+    if held.pid != os.getpid():  # a forked child inheriting the finalizer: the segments are the parent's
         return
-    for segment in [*idle, *busy]:
+    with held.lock:
+        held.closed = True
+        segments = [*held.idle, *held.busy]
+        held.idle.clear()
+        held.busy.clear()
+        held.idle_bytes = 0
+    for segment in segments:
         _drop(segment)
-    idle.clear()
-    busy.clear()
 
 
 def _parse_recycled(frame: Any) -> tuple[int, bool, int, str]:
