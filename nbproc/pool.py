@@ -56,7 +56,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import context as _std_context
 from multiprocessing import util
-from time import monotonic
 from typing import Any
 
 from . import serialization
@@ -105,11 +104,6 @@ __all__ = [
 # workers start on a long map at once; larger batches cost fewer wake-ups, smaller ones start
 # sooner. 64 tiny tasks serialize in well under a millisecond.
 SUBMIT_BATCH = 64
-# ... and a batch is handed over early once the caller has spent this long serializing it
-# (large arrays: a 16 MiB one takes milliseconds to place in shared memory), so the workers
-# start on the first while the rest are serialized. Shorter means more wake-ups of the pool
-# thread for mid-sized tasks; longer keeps the workers idle behind the serializing caller.
-SUBMIT_AFTER = 0.001
 
 _pool_counter = itertools.count(1)
 
@@ -227,7 +221,6 @@ def _submit_chunks(
     batch: list[Any] = []
     limit = 1 if room is not None else SUBMIT_BATCH
     index = items = batch_items = 0
-    batch_started = monotonic()
     iterator = iter(chunks)
     while True:
         if room is not None:
@@ -260,11 +253,10 @@ def _submit_chunks(
             batch_items += nitems
         index += 1
         items += nitems
-        if len(batch) >= limit or (batch and monotonic() - batch_started >= SUBMIT_AFTER):
+        if len(batch) >= limit:
             result._note_submitted(batch_items)  # before the tasks can complete, so events stay in order
             core.submit(batch)
             batch, batch_items = [], 0
-            batch_started = monotonic()
     if batch and result is not None:
         result._note_submitted(batch_items)
         core.submit(batch)
