@@ -388,7 +388,12 @@ class SegmentCache:
         view = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
         token = int.from_bytes(os.urandom(8), "little")
         if segment is None:
-            segment = _new_segment(view, token)
+            try:
+                segment = _new_segment(view, token)
+            except OSError:  # /dev/shm full (a container's is often 64 MiB): give back the idle ones
+                if not self._drop_idle():
+                    raise
+                segment = _new_segment(view, token)
         else:
             try:
                 # (A copy with the GIL released, NumPy's, was no faster here: 0.98-1.0x.)
@@ -426,6 +431,15 @@ class SegmentCache:
             held.idle_bytes -= oldest.capacity
             _drop(oldest)
         return best
+
+    def _drop_idle(self) -> bool:
+        """Remove the idle segments; whether there were any."""
+        held = self._held
+        with held.lock:
+            idle, held.idle, held.idle_bytes = held.idle, [], 0
+        for segment in idle:
+            _drop(segment)
+        return bool(idle)
 
     def close(self) -> None:
         """Remove every segment (the pool has shut down: no receiver will attach any more)."""

@@ -353,6 +353,26 @@ def test_mappings_alive_at_a_fork_are_never_reused(shm_clean):
     cache.close()
 
 
+def test_a_full_dev_shm_gives_back_the_idle_segments(shm_clean, monkeypatch):
+    cache = shm.SegmentCache()
+    idle = cache.export(memoryview(bytes(MIB)))
+    shm.discard([idle])
+    cache.export(memoryview(bytes(2 * MIB)))  # (collects the idle one; too small for this)
+    create = shm._new_segment
+    calls = []
+
+    def full_once(view, token):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return create(view, token)
+
+    monkeypatch.setattr(shm, "_new_segment", full_once)
+    ref = cache.export(memoryview(bytes(4 * MIB)))
+    assert len(calls) == 2 and _name(idle)[1:] not in _ours() and shm.attach(ref).nbytes == 4 * MIB
+    cache.close()
+
+
 def test_budget_zero_means_fresh_segments(shm_clean):
     cache = shm.SegmentCache(budget=0)
     ref = cache.export(memoryview(bytes(MIB)))
