@@ -30,7 +30,9 @@ Messages are frames written and read by :mod:`nbproc.connection`'s framing layer
 policy is its ``OutOfBand``). The first byte is a tag; a
 ``struct`` header follows; then a pickle body; then ``nbuffers`` raw frames holding the
 out-of-band buffers (PEP 574) of large arrays, so a 16 MB array is neither copied into a
-pickle nor out of one:
+pickle nor out of one; from 1 MiB on, such a frame only names a shared-memory segment, which
+the pool (for tasks) and each worker (for results) recycle once the receiver has let go of
+it (:class:`nbproc._shm_buffers.SegmentCache`):
 
     parent -> worker   TASK(job, index, func_id, kind, nbuffers) + pickle(args)
                        FUNCTION(func_id) + pickle(func)      FORGET(func_id)      STOP
@@ -343,7 +345,8 @@ class FunctionEntry:
 
 
 def _release(task: Task) -> None:
-    """Remove the shared memory of a task's arrays that no worker mapped (finished or dropped task)."""
+    """Give up the shared memory of a task's arrays that no worker mapped (finished or dropped
+    task): a fresh segment is removed, a recycled one marked free for the pool's next task."""
     if len(task.frames) > 1:
         _shm.discard(task.frames[1:])
 
