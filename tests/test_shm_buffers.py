@@ -234,6 +234,23 @@ def test_worker_sigkilled_mid_transfer(ctx, shm_clean):
         assert pool.apply(total, (np.ones(MIB),)) == 2.0  # the replacement works
 
 
+def _die_holding(x):
+    if x[0] == 2.0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * 2
+
+
+def test_worker_sigkilled_with_recycled_segments(ctx, shm_clean):
+    """The worker holds a recycled task segment and idle result segments of its own when it
+    is killed: the replacement works, and nothing is left once the pool is gone."""
+    with ctx.Pool(1) as pool:
+        for _ in range(3):  # recycled both ways by now
+            assert all((r == 2.0).all() for r in pool.map(_die_holding, [np.ones(MIB // 8)] * 2, 1))
+        with pytest.raises(nbproc.WorkerLostError):
+            pool.apply(_die_holding, (np.full(MIB // 8, 2.0),))
+        assert (pool.apply(_die_holding, (np.ones(MIB // 8),)) == 2.0).all()
+
+
 def test_terminated_pool_discards_queued_arrays(ctx, shm_clean):
     pool = ctx.Pool(1)
     pool.apply_async(time.sleep, (30,))
