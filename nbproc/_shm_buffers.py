@@ -375,7 +375,10 @@ class SegmentCache:
     def __init__(self, budget: int | None = None) -> None:
         self.budget = RECYCLE_BYTES if budget is None else budget
         self._held = _Held()
-        self._finalizer = weakref.finalize(self, _close_segments, self._held)
+        # Dropped or at exit, a cache removes only what no receiver will read: a worker may end
+        # (maxtasksperchild) with a result still unread in its pipe, whose segment must outlive
+        # it (the pool sweeps it once read).
+        self._finalizer = weakref.finalize(self, _close_segments, self._held, False)
 
     def export(self, raw: memoryview) -> bytes:
         """Like :func:`export`, into a segment a receiver has finished with where one fits."""
@@ -443,7 +446,8 @@ class SegmentCache:
 
     def close(self) -> None:
         """Remove every segment (the pool has shut down: no receiver will attach any more)."""
-        self._finalizer()
+        self._finalizer.detach()
+        _close_segments(self._held, True)
 
 
 def _new_segment(view: memoryview, token: int) -> _Segment:
@@ -472,15 +476,15 @@ def _drop(segment: _Segment) -> None:
     segment.mapping.close()
 
 
-def _close_segments(held: _Held) -> None:
+def _close_segments(held: _Held, everything: bool) -> None:
+    """Remove the idle segments, and the busy ones too if ``everything`` (else only those
+    released meanwhile: the others may still be on their way to a receiver)."""
     if held.pid != os.getpid():  # a forked child inheriting the finalizer: the segments are the parent's
         return
     with held.lock:
         held.closed = True
-        segments = [*held.idle, *held.busy]
-        held.idle.clear()
-        held.busy.clear()
-        held.idle_bytes = 0
+        segments = held.idle + [s for s in held.busy if everything or s.state() == RELEASED]
+        held.idle, held.busy, held.idle_bytes = [], deque(), 0
     for segment in segments:
         _drop(segment)
 

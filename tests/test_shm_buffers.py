@@ -234,6 +234,14 @@ def test_worker_sigkilled_mid_transfer(ctx, shm_clean):
         assert pool.apply(total, (np.ones(MIB),)) == 2.0  # the replacement works
 
 
+def test_workers_ending_after_each_task_keep_their_results_readable(ctx, shm_clean):
+    """maxtasksperchild=1: a worker ends right after writing its result, which the parent may
+    read later: the worker's segment must outlive it (the pool removes it once read)."""
+    with ctx.Pool(2, maxtasksperchild=1) as pool:
+        results = pool.map(filled, range(6), 1)
+    assert [float(r[0]) for r in results] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
 def _die_holding(x):
     if x[0] == 2.0:
         os.kill(os.getpid(), signal.SIGKILL)
