@@ -129,7 +129,14 @@ class TaskMessage:
 
     @classmethod
     def encode(
-        cls, job: int, index: int, func_id: int, kind: int, args: Any, snapshot: bool, segments: Any = None
+        cls,
+        job: int,
+        index: int,
+        func_id: int,
+        kind: int,
+        args: Any,
+        snapshot: bool,
+        segments: _shm.SegmentCache | None = None,
     ) -> list[Any]:
         body, buffers = dumps_with_buffers(args, what=None, snapshot=snapshot, segments=segments)
         return [cls.HEADER.pack(TAG_TASK, job, index, func_id, kind, len(buffers)) + body, *buffers]
@@ -185,7 +192,7 @@ class ResultMessage:
     HEADER = struct.Struct("<BqqBI")  # tag, job, index, ok, nbuffers
 
     @classmethod
-    def encode(cls, job: int, index: int, ok: bool, value: Any, segments: Any = None) -> list[Any]:
+    def encode(cls, job: int, index: int, ok: bool, value: Any, segments: _shm.SegmentCache | None = None) -> list[Any]:
         try:
             body, buffers = dumps_with_buffers(value, what="pool task result", segments=segments)
         except Exception as exc:  # noqa: BLE001 - whatever the pickler raised, the parent must hear of it
