@@ -34,3 +34,10 @@ def pipe_only() -> None:
     from nbproc import _shm_buffers
 
     _shm_buffers.SHM_THRESHOLD = 1 << 62
+
+
+def no_recycling() -> None:
+    """Pool initializer: this worker writes every result into a fresh segment (no recycling)."""
+    from nbproc import _shm_buffers
+
+    _shm_buffers.RECYCLE_BYTES = 0

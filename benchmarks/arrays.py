@@ -6,6 +6,8 @@ the floors beside them.
 * ``back``        ``map(make_array, [n] * 8, chunksize=1)``: each worker sends a 16 MiB array.
 * ``nbproc pipe``: nbproc with its shared-memory path switched off (every buffer through the
   pipe, as out-of-band frames), to show what shared memory changes on this machine.
+* ``nbproc fresh``: nbproc with shared memory but without recycling segments (a fresh segment
+  per buffer, as Queues and Connections use), to show what recycling changes.
 * floors: ``raw pipe`` — 16 MiB written by one process into an OS pipe and read by another
   (the two copies every pipe-based transfer pays, nothing else); ``memcpy`` — one copy of
   16 MiB into an existing array in this process.
@@ -13,7 +15,8 @@ the floors beside them.
 Throughput in MiB/s (higher is better); ratio = library / stdlib. Each figure is the median of
 ``--repeat`` rounds in which the libraries take turns (A B A B ...), so load from elsewhere on
 a shared machine hits all of them alike. Run: ``python benchmarks/arrays.py [--methods ...]
-[--repeat N]``.
+[--repeat N]``; it prints whether nbproc meets the goals of issue 12 (at least 3x the stdlib's
+throughput, and within 3x of memcpy).
 """
 
 from __future__ import annotations
@@ -55,6 +58,18 @@ def _pool(lib: str, method: str) -> tuple[Callable[..., list[Any]], Callable[[],
                 return pool.map(f, xs, 1)
             finally:
                 _shm_buffers.SHM_THRESHOLD = saved
+
+    elif lib == "nbproc fresh":  # shared memory, a fresh segment per buffer both ways
+        from nbproc import _shm_buffers
+
+        saved, _shm_buffers.RECYCLE_BYTES = _shm_buffers.RECYCLE_BYTES, 0  # the pool's own cache
+        try:
+            pool = importlib.import_module("nbproc").get_context(method).Pool(2, initializer=_pool_funcs.no_recycling)
+        finally:
+            _shm_buffers.RECYCLE_BYTES = saved
+
+        def run(f: Any, xs: Any) -> list[Any]:
+            return pool.map(f, xs, 1)
 
     else:
         module = importlib.import_module("multiprocessing" if lib == "stdlib" else lib)
@@ -136,7 +151,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     compile_nbproc()
-    libs = ["stdlib", "nbproc", "nbproc pipe"]
+    libs = ["stdlib", "nbproc", "nbproc fresh", "nbproc pipe"]
     for optional in ("multiprocess", "loky"):
         try:
             importlib.import_module(optional)
@@ -148,14 +163,30 @@ def main() -> None:
     header = ["case", "method", *libs, "nbproc/stdlib", "raw pipe", "memcpy"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    rates: dict[tuple[str, str], dict[str, float]] = {}
     for method in args.methods.split(","):
         columns = [lib for lib in libs if lib != "loky" or method == "spawn"]
         times = measure(columns, method, args.repeat)
         for case in ("to workers", "back"):
             rate = {lib: ARRAYS * ARRAY_BYTES / MIB / statistics.median(times[lib][case]) for lib in columns}
+            rates[(case, method)] = rate
             cells = [case, method, *[f"{rate[lib]:.0f}" if lib in rate else "n/a" for lib in libs]]
             cells += [f"{rate['nbproc'] / rate['stdlib']:.2f}x", f"{floor['raw pipe']:.0f}", f"{floor['memcpy']:.0f}"]
             print("| " + " | ".join(cells) + " |", flush=True)
+    check_targets(rates, floor["memcpy"])
+
+
+def check_targets(rates: dict[tuple[str, str], dict[str, float]], memcpy: float) -> None:
+    """Issue 12's goals: at least 3x the stdlib's throughput, and at most 3x below memcpy's."""
+    print("\nTargets:")
+    for (case, method), rate in rates.items():
+        nbproc = rate["nbproc"]
+        checks = (
+            ("nbproc / stdlib >= 3", nbproc / rate["stdlib"], nbproc >= 3 * rate["stdlib"]),
+            ("memcpy / nbproc <= 3", memcpy / nbproc, memcpy <= 3 * nbproc),
+        )
+        for label, ratio, ok in checks:
+            print(f"  {method:10} {case:10} {label:22} {ratio:5.2f}  {'ok' if ok else 'MISSED'}")
 
 
 if __name__ == "__main__":

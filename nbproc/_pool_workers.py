@@ -30,7 +30,9 @@ Messages are frames written and read by :mod:`nbproc.connection`'s framing layer
 policy is its ``OutOfBand``). The first byte is a tag; a
 ``struct`` header follows; then a pickle body; then ``nbuffers`` raw frames holding the
 out-of-band buffers (PEP 574) of large arrays, so a 16 MB array is neither copied into a
-pickle nor out of one:
+pickle nor out of one; from 1 MiB on, such a frame only names a shared-memory segment, which
+the pool (for tasks) and each worker (for results) recycle once the receiver has let go of
+it (:class:`nbproc._shm_buffers.SegmentCache`):
 
     parent -> worker   TASK(job, index, func_id, kind, nbuffers) + pickle(args)
                        FUNCTION(func_id) + pickle(func)      FORGET(func_id)      STOP
@@ -126,8 +128,17 @@ class TaskMessage:
     HEADER = struct.Struct("<BqqqBI")  # tag, job, index, func_id, kind, nbuffers
 
     @classmethod
-    def encode(cls, job: int, index: int, func_id: int, kind: int, args: Any, snapshot: bool) -> list[Any]:
-        body, buffers = dumps_with_buffers(args, what=None, snapshot=snapshot)
+    def encode(
+        cls,
+        job: int,
+        index: int,
+        func_id: int,
+        kind: int,
+        args: Any,
+        snapshot: bool,
+        segments: _shm.SegmentCache | None = None,
+    ) -> list[Any]:
+        body, buffers = dumps_with_buffers(args, what=None, snapshot=snapshot, segments=segments)
         return [cls.HEADER.pack(TAG_TASK, job, index, func_id, kind, len(buffers)) + body, *buffers]
 
 
@@ -181,9 +192,9 @@ class ResultMessage:
     HEADER = struct.Struct("<BqqBI")  # tag, job, index, ok, nbuffers
 
     @classmethod
-    def encode(cls, job: int, index: int, ok: bool, value: Any) -> list[Any]:
+    def encode(cls, job: int, index: int, ok: bool, value: Any, segments: _shm.SegmentCache | None = None) -> list[Any]:
         try:
-            body, buffers = dumps_with_buffers(value, what="pool task result")
+            body, buffers = dumps_with_buffers(value, what="pool task result", segments=segments)
         except Exception as exc:  # noqa: BLE001 - whatever the pickler raised, the parent must hear of it
             body, buffers, ok = serialization.dumps(encoding_error(exc, value)), [], False
         return [cls.HEADER.pack(TAG_RESULT, job, index, ok, len(buffers)) + body, *buffers]
@@ -240,6 +251,9 @@ def worker_main(
             sys.exit(1)
     write_frames(out, [READY_FRAME])
     functions: dict[int, Any] = {}
+    # Results' large buffers reuse the segments the parent has finished with; what is left at
+    # exit, the pool sweeps by this worker's pid.
+    segments = _shm.SegmentCache()
     done = 0
     loaded = False  # a function arrived since the last task: a timed task then says when it starts
     task_header = TaskMessage.HEADER
@@ -263,7 +277,7 @@ def worker_main(
             loaded = False
             _output.task_finished()  # ... and have it all in the pipes before the result leaves
             del frame, buffers
-            write_frames(out, ResultMessage.encode(job, index, ok, value))
+            write_frames(out, ResultMessage.encode(job, index, ok, value, segments))
             del value
             done += 1
         elif tag == TAG_FUNCTION:
@@ -338,7 +352,8 @@ class FunctionEntry:
 
 
 def _release(task: Task) -> None:
-    """Remove the shared memory of a task's arrays that no worker mapped (finished or dropped task)."""
+    """Give up the shared memory of a task's arrays that no worker mapped (finished or dropped
+    task): a fresh segment is removed, a recycled one marked free for the pool's next task."""
     if len(task.frames) > 1:
         _shm.discard(task.frames[1:])
 
@@ -505,6 +520,7 @@ class ProcessCore:
         self._shut_down = False
         self._terminate_inline = False
         self._tasks_done = self._tasks_failed = 0  # written by the pool thread only (statistics)
+        self._segments = _shm.SegmentCache()  # tasks' large buffers; removed at shutdown
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -554,7 +570,7 @@ class ProcessCore:
         """
         if timeout is not None:
             kind |= TIMED
-        frames = TaskMessage.encode(result._job, index, func.id, kind, args, snapshot)
+        frames = TaskMessage.encode(result._job, index, func.id, kind, args, snapshot, self._segments)
         return Task(result, index, func, frames, nitems, timeout, first_item)
 
     def submit(self, tasks: list[Task]) -> None:
@@ -1205,6 +1221,7 @@ class ProcessCore:
         for result in list(self.jobs.values()):
             result._abort(TaskCancelledError(error))
         self.jobs.clear()
+        self._segments.close()  # the workers are gone: nobody will attach what is left
         self._selector.close()
         wake_fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
         for fd in wake_fds:  # -1 first: a late _wake() must not write into a reused descriptor

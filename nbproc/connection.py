@@ -260,14 +260,15 @@ class _SharedMemoryOutOfBand(OutOfBand):
     """Out of band, and buffers of :data:`nbproc._shm_buffers.SHM_THRESHOLD` bytes or more in
     shared memory: their frame holds only the segment's name (see :mod:`nbproc._shm_buffers`).
     The copy into the segment is also a snapshot. Falls back to the pipe if a segment cannot
-    be made (``/dev/shm`` full)."""
+    be made (``/dev/shm`` full). With ``segments`` (a sender's :class:`~nbproc._shm_buffers.SegmentCache`),
+    segments its receivers have finished with are written again instead of fresh ones."""
 
-    __slots__ = ()
+    __slots__ = ("segments",)
 
     def take(self, raw: memoryview) -> bool:
         if raw.nbytes >= _shm.SHM_THRESHOLD:
             try:
-                self.buffers.append(_shm.export(raw))
+                self.buffers.append(_shm.export(raw) if self.segments is None else self.segments.export(raw))
                 return False
             except OSError:
                 pass
@@ -275,15 +276,27 @@ class _SharedMemoryOutOfBand(OutOfBand):
 
 
 def dumps_with_buffers(
-    obj: Any, *, what: str | None, snapshot: bool = False, shared_memory: bool = True
+    obj: Any,
+    *,
+    what: str | None,
+    snapshot: bool = False,
+    shared_memory: bool = True,
+    segments: _shm.SegmentCache | None = None,
 ) -> tuple[bytes, list[Any]]:
     """Serialize ``obj``: the pickle stream, and the large buffers sent apart (see :class:`OutOfBand`).
 
     ``shared_memory``: whether the receiver is a process of this tree on this machine, so that
     the largest buffers may travel through shared memory (used when this process shares a
     resource tracker with its peers, see :func:`nbproc._shm_buffers.available`).
+    ``segments``: the sender's recycled segments, for a channel whose segments its owner
+    removes when it shuts down (the pool's); others get a fresh segment per buffer.
     """
-    out_of_band = _SharedMemoryOutOfBand(snapshot) if shared_memory and _shm.available() else OutOfBand(snapshot)
+    out_of_band: OutOfBand
+    if shared_memory and _shm.available():
+        out_of_band = shared = _SharedMemoryOutOfBand(snapshot)
+        shared.segments = segments  # (set here rather than by an __init__: this runs for every message)
+    else:
+        out_of_band = OutOfBand(snapshot)
     return serialization.dumps(obj, what=what, buffer_callback=out_of_band), out_of_band.buffers
 
 

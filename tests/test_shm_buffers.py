@@ -206,8 +206,8 @@ def total(x) -> float:
 def test_a_thousand_tasks_leave_nothing(ctx, shm_clean, monkeypatch):
     array = np.ones(MIB // 8)  # exactly the threshold: every task goes through shared memory
     exported = []
-    export = shm.export
-    monkeypatch.setattr(shm, "export", lambda raw: exported.append(1) or export(raw))
+    export = shm.SegmentCache.export
+    monkeypatch.setattr(shm.SegmentCache, "export", lambda self, raw: exported.append(1) or export(self, raw))
     with ctx.Pool(2) as pool:
         assert pool.map(total, [array] * 1000, 1) == [2.0] * 1000
     assert len(exported) == 1000
@@ -232,6 +232,31 @@ def test_worker_sigkilled_mid_transfer(ctx, shm_clean):
         with pytest.raises(nbproc.WorkerLostError):
             pool.apply(_die, (np.ones(MIB),))
         assert pool.apply(total, (np.ones(MIB),)) == 2.0  # the replacement works
+
+
+def test_workers_ending_after_each_task_keep_their_results_readable(ctx, shm_clean):
+    """maxtasksperchild=1: a worker ends right after writing its result, which the parent may
+    read later: the worker's segment must outlive it (the pool removes it once read)."""
+    with ctx.Pool(2, maxtasksperchild=1) as pool:
+        results = pool.map(filled, range(6), 1)
+    assert [float(r[0]) for r in results] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def _die_holding(x):
+    if x[0] == 2.0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * 2
+
+
+def test_worker_sigkilled_with_recycled_segments(ctx, shm_clean):
+    """The worker holds a recycled task segment and idle result segments of its own when it
+    is killed: the replacement works, and nothing is left once the pool is gone."""
+    with ctx.Pool(1) as pool:
+        for _ in range(3):  # recycled both ways by now
+            assert all((r == 2.0).all() for r in pool.map(_die_holding, [np.ones(MIB // 8)] * 2, 1))
+        with pytest.raises(nbproc.WorkerLostError):
+            pool.apply(_die_holding, (np.full(MIB // 8, 2.0),))
+        assert (pool.apply(_die_holding, (np.ones(MIB // 8),)) == 2.0).all()
 
 
 def test_terminated_pool_discards_queued_arrays(ctx, shm_clean):
@@ -286,3 +311,127 @@ def test_killed_parent_leaves_nothing(start_method, tmp_path):
             os.killpg(parent.pid, signal.SIGKILL)  # anything of its tree still alive
         except ProcessLookupError:
             pass
+
+
+# -- recycled segments (the pool's) -----------------------------------------------------------
+
+
+def _name(ref: bytes) -> str:
+    return bytes(ref[shm._RHEAD.size :]).decode("ascii")
+
+
+def test_a_segment_is_reused_only_once_its_receiver_let_go(shm_clean):
+    cache = shm.SegmentCache()
+    first = np.arange(MIB // 8, dtype=np.float64)
+    ref_a = cache.export(memoryview(first).cast("B"))
+    held = np.frombuffer(shm.attach(ref_a), dtype=np.float64)
+    ref_b = cache.export(memoryview(first * 2).cast("B"))
+    assert _name(ref_b) != _name(ref_a), "handed out a segment a receiver still maps"
+    received_b = np.frombuffer(shm.attach(ref_b), dtype=np.float64)
+    del received_b  # released: its segment may be written again
+    ref_c = cache.export(memoryview(first * 3).cast("B"))
+    assert _name(ref_c) == _name(ref_b)
+    assert (np.frombuffer(shm.attach(ref_c), dtype=np.float64) == first * 3).all()
+    assert (held == first).all(), "the array still held changed"
+    cache.close()
+    assert (held == first).all()  # its memory outlives the name
+
+
+def test_a_discarded_recycled_segment_is_reused_an_attached_one_is_not(shm_clean):
+    cache = shm.SegmentCache()
+    data = memoryview(bytes(MIB))
+    never_read = cache.export(data)
+    shm.discard([never_read])
+    assert _name(cache.export(data)) == _name(never_read)
+    attached = cache.export(data)
+    view = shm.attach(attached)
+    shm.discard([attached])  # the pool discards a finished task's frames: must not free a mapped one
+    assert _name(cache.export(data)) != _name(attached)
+    del view
+    cache.close()
+
+
+def test_a_stale_reference_is_refused(shm_clean):
+    cache = shm.SegmentCache()
+    ref = cache.export(memoryview(bytes(MIB)))
+    shm.discard([ref])
+    cache.export(memoryview(bytes(MIB)))  # the same segment, a new token
+    with pytest.raises(FileNotFoundError):
+        shm.attach(ref)
+    cache.close()
+
+
+def _exit_at_once():
+    pass
+
+
+def test_mappings_alive_at_a_fork_are_never_reused(shm_clean):
+    """A forked child shares the mapping: its copy of the array must not change under it."""
+    cache = shm.SegmentCache()
+    ref = cache.export(memoryview(bytes(MIB)))
+    view = shm.attach(ref)
+    p = nbproc.get_context("fork").Process(target=_exit_at_once)
+    p.start()
+    p.join()
+    del view
+    assert _name(cache.export(memoryview(bytes(MIB)))) != _name(ref)
+    cache.close()
+
+
+def test_a_full_dev_shm_gives_back_the_idle_segments(shm_clean, monkeypatch):
+    cache = shm.SegmentCache()
+    idle = cache.export(memoryview(bytes(MIB)))
+    shm.discard([idle])
+    cache.export(memoryview(bytes(2 * MIB)))  # (collects the idle one; too small for this)
+    create = shm._new_segment
+    calls = []
+
+    def full_once(view, token):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return create(view, token)
+
+    monkeypatch.setattr(shm, "_new_segment", full_once)
+    ref = cache.export(memoryview(bytes(4 * MIB)))
+    assert len(calls) == 2 and _name(idle)[1:] not in _ours() and shm.attach(ref).nbytes == 4 * MIB
+    cache.close()
+
+
+def test_budget_zero_means_fresh_segments(shm_clean):
+    cache = shm.SegmentCache(budget=0)
+    ref = cache.export(memoryview(bytes(MIB)))
+    assert bytes(ref[:8]) == shm._MAGIC  # the one-shot kind: the receiver removes the name
+    shm.attach(ref)
+    cache.close()
+
+
+_kept = []
+
+
+def keep(x):
+    _kept.append(x)
+    return float(x[0])
+
+
+def kept_digests(_):
+    return [digest(x) for x in _kept]
+
+
+def filled(value):
+    return np.full(MIB // 4, float(value))
+
+
+def test_arrays_kept_by_either_side_never_change(ctx, shm_clean):
+    """The worker keeps the arrays it was sent, the parent the results: later traffic reuses
+    segments, never theirs."""
+    arrays = [np.full(MIB // 4, float(i)) for i in range(4)]
+    with ctx.Pool(1) as pool:
+        assert pool.map(keep, arrays, 1) == [0.0, 1.0, 2.0, 3.0]
+        results = pool.map(filled, range(4), 1)
+        for _ in range(3):
+            pool.map(total, [np.ones(MIB // 4)] * 4, 1)  # recycled traffic both ways
+            pool.map(filled, range(10, 14), 1)
+        assert pool.apply(kept_digests, (None,)) == [digest(a) for a in arrays]
+        assert [float(r[0]) for r in results] == [0.0, 1.0, 2.0, 3.0]
+        assert all((r == r[0]).all() for r in results)
