@@ -14,7 +14,7 @@ Pool does; only where a task runs differs)::
                                                                                      run_task(func, kind, args)
                                             next(as_completed)  <------------------  bytes(ok, value|Failure,
                                               output -> the cell / sys.stdout                  captured output)
-                                              result._set(...)  (callbacks run here)
+                                              sink.done(...)  (callbacks run here)
                                               launch more from pending
 
 At most ``limit`` futures exist at once (:data:`INFLIGHT_PER_SLOT` per worker thread): a
@@ -47,12 +47,11 @@ import itertools
 import sys
 import threading
 import uuid
-import weakref
 from collections import OrderedDict, deque
 from typing import Any
 
 from . import serialization
-from ._pool_engine import CLOSE, RUN, TERMINATE, Failure, dump_outcome, run_task
+from ._pool_engine import CLOSE, RUN, TERMINATE, Failure, JobRegistry, JobSink, dump_outcome, run_task
 from .exceptions import InitializerError, TaskCancelledError, WorkerLostError
 from .progress import PoolStatistics
 
@@ -210,11 +209,11 @@ class DaskFunction:
 class DaskTask:
     """One apply call or one chunk, serialized, waiting for (or holding) a Dask future."""
 
-    __slots__ = ("result", "job", "index", "func", "kind", "payload", "nitems", "future")
+    __slots__ = ("sink", "job", "index", "func", "kind", "payload", "nitems", "future")
 
-    def __init__(self, result: Any, index: int, func: DaskFunction, kind: int, payload: bytes, nitems: int) -> None:
-        self.result = result
-        self.job: int = result._job
+    def __init__(self, sink: JobSink, index: int, func: DaskFunction, kind: int, payload: bytes, nitems: int) -> None:
+        self.sink = sink
+        self.job: int = sink.job
         self.index = index
         self.func = func
         self.kind = kind
@@ -276,7 +275,7 @@ class DaskCore:
         self.name = name
         self.processes = slots
         self.state = RUN
-        self.jobs: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self.jobs = JobRegistry()
         self.listeners: list[Any] = []
         self.client = client
         self._owned = owned
@@ -322,7 +321,7 @@ class DaskCore:
 
     def make_task(
         self,
-        result: Any,
+        sink: JobSink,
         index: int,
         func: DaskFunction,
         kind: int,
@@ -333,7 +332,7 @@ class DaskCore:
     ) -> DaskTask:
         """Serialize one task's arguments now (raises :class:`SerializationError`); ``snapshot``
         needs nothing more here: the bytes are a copy already."""
-        return DaskTask(result, index, func, kind, serialization.dumps(args), nitems)
+        return DaskTask(sink, index, func, kind, serialization.dumps(args), nitems)
 
     def submit(self, tasks: list[DaskTask]) -> None:
         if not tasks:
@@ -343,7 +342,7 @@ class DaskCore:
                 self._pending.extend(tasks)
                 tasks = []
         for task in tasks:
-            task.result._abort(TaskCancelledError("the pool was terminated"))
+            task.sink.abort(TaskCancelledError("the pool was terminated"))
         self._launch()
 
     def feeder_started(self) -> None:
@@ -389,11 +388,10 @@ class DaskCore:
             futures = [t.future for t in self._running.values() if t.future is not None]
             self._cond.notify_all()
         self._cancel_futures(futures)
-        error = TaskCancelledError("the pool was terminated before this task completed")
+        error = "the pool was terminated before this task completed"
         for task in pending:
-            task.result._abort(error)
-        for result in list(self.jobs.values()):
-            result._abort(error)
+            task.sink.abort(TaskCancelledError(error))
+        self.jobs.abort_all(lambda: TaskCancelledError(error))
         self._shutdown()
 
     def worker_processes(self) -> list[Any]:
@@ -471,7 +469,7 @@ class DaskCore:
             except BaseException as exc:  # noqa: BLE001 - e.g. the client is closed: fail these tasks
                 futures = []
                 for task in batch:
-                    task.result._set(task.index, False, exc, task.nitems)
+                    task.sink.done(task.index, False, exc, task.nitems)
                 batch = []
             with self._cond:
                 for task in batch:
@@ -550,7 +548,7 @@ class DaskCore:
             ok, value = (
                 False,
                 TaskCancelledError(
-                    f"task {task.index} of {task.result._label} was cancelled by the Dask cluster ({outcome.reason})"
+                    f"task {task.index} of {task.sink.label} was cancelled by the Dask cluster ({outcome.reason})"
                 ),
             )
         else:
@@ -560,14 +558,14 @@ class DaskCore:
                 self._tasks_done += 1
             else:
                 self._tasks_failed += 1
-        task.result._set(task.index, ok, value, task.nitems)
+        task.sink.done(task.index, ok, value, task.nitems)
 
     def _lost_error(self, task: DaskTask, outcome: Any) -> BaseException:
         """A Dask-level failure (the task never reported an outcome of its own)."""
         exc = outcome if isinstance(outcome, BaseException) else RuntimeError(repr(outcome))
         if type(exc).__name__ == "KilledWorker":
             error = WorkerLostError(
-                f"task {task.index} of {task.result._label} was lost: the Dask workers running it died ({exc})"
+                f"task {task.index} of {task.sink.label} was lost: the Dask workers running it died ({exc})"
             )
             error.__cause__ = exc
             return error
