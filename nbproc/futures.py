@@ -19,7 +19,7 @@ Data flow (the engine is :class:`nbproc._pool_workers.ProcessCore`, see its modu
       per version) and the arguments ---> pending -- a worker is free: ------->  fn(*args)
                                             on_dispatch: Future.set_running_or_notify_cancel()
                                             (False: cancelled while pending -> dropped)
-      future.result() <------------------ _FutureCall._set(): set_result/set_exception <-- Result
+      future.result() <------------------ _FutureCall.done(): set_result/set_exception <-- Result
                                           worker died: only its task fails (BrokenWorkerError)
 
 Differences from the stdlib, on purpose:

@@ -239,7 +239,7 @@ def _submit_chunks(
         except StopIteration:
             break
         except Exception as exc:  # noqa: BLE001 - the caller's iterable failed: reported at its position
-            result._set(index, False, exc, 0)
+            sink.done(index, False, exc, 0)
             index += 1
             break
         args, nitems = chunk
@@ -250,7 +250,7 @@ def _submit_chunks(
                 timed = {"timeout": timeout, "first_item": index * chunksize}
                 batch.append(core.make_task(sink, index, entry, kind, args, nitems, snapshot, **timed))
         except SerializationError as exc:
-            result._set(index, False, _precise_error(exc, kind, args, index * chunksize, method), nitems)
+            sink.done(index, False, _precise_error(exc, kind, args, index * chunksize, method), nitems)
         else:
             batch_items += nitems
         index += 1
