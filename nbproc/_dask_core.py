@@ -520,6 +520,10 @@ class DaskCore:
                 for task in batch:
                     self._running[task.future.key] = task
                 self._launching -= launched
+                terminated = self.state == TERMINATE
+            if terminated:  # terminate() ran while this batch was launched: it did not see these
+                self._cancel_futures(futures)
+                return
             self._completed.update(futures)
             with self._cond:
                 self._tracked += len(futures)
@@ -527,7 +531,7 @@ class DaskCore:
 
     def _collect(self) -> None:
         """Collector thread: take every finished future, fetch their outcomes in one round trip,
-        hand each to its result, then refill from the pending tasks."""
+        hand each to its result; the room they free wakes the launcher."""
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._tracked > 0 or self._shut_down)
