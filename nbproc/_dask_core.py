@@ -3,25 +3,28 @@
 Data flow (the facade, :class:`nbproc.dask.Pool`, chunks and serializes exactly as a local
 Pool does; only where a task runs differs)::
 
-    caller thread(s) / imap feeder         collector thread "nbproc-dask-..."      Dask worker (any host)
-    ------------------------------         ----------------------------------      ----------------------
+    callers / imap feeder          launcher thread            collector thread          Dask worker (any host)
+    ---------------------          ---------------            ----------------          ----------------------
     prepare_function: func bytes
-      --> a payload task   (once per distinct function; workers fetch it once)
-    make_task: args bytes (nbproc serializer)
-    submit --> pending deque
-      launch while in flight < limit
-        client.submit(_run_on_worker, ...)  ------------------------------------->  loads func (cached)
-                                                                                     run_task(func, kind, args)
-                                            next(as_completed)  <------------------  bytes(ok, value|Failure,
-                                              output -> the cell / sys.stdout                  captured output)
-                                              result._set(...)  (callbacks run here)
-                                              launch more from pending
+      (small: sent in each task;
+       large: one payload task)
+    make_task: args bytes
+    submit --> pending deque -----> while pending and room:
+                                      one client.map(batch) --------------------------> loads func (cached)
+                                                                                         run_task(func, kind, args)
+                                                               next_batch(as_completed) <-- bytes(ok, value|Failure,
+                                    <-- room freed (notify) -- one gather for the batch            captured output)
+                                                               output -> the cell / stdout
+                                                               sink.done(...)  (callbacks run here)
 
 At most ``limit`` futures exist at once (:data:`INFLIGHT_PER_SLOT` per worker thread): a
 100,000-task ``imap`` is 100,000 small byte strings in the pending deque, never 100,000
-futures on the scheduler. Everything a task needs crosses as bytes made by
-:mod:`nbproc.serialization`, so cell-defined functions, lambdas, closures and classes work as
-in a local pool, whatever Dask's own serializers would do; Dask only moves bytes.
+futures on the scheduler. Callers only queue; the launcher turns what is pending into one
+``client.map`` whenever a batch's worth of room is free (:data:`REFILL_FRACTION`), so a loop
+of ``apply_async`` calls costs the scheduler one ``update_graph`` per batch, not per call.
+Everything a task needs crosses as bytes made by :mod:`nbproc.serialization`, so
+cell-defined functions, lambdas, closures and classes work as in a local pool, whatever
+Dask's own serializers would do; Dask only moves bytes.
 
 Failure modes, and what the caller sees:
 
@@ -47,23 +50,32 @@ import itertools
 import sys
 import threading
 import uuid
-import weakref
 from collections import OrderedDict, deque
 from typing import Any
 
 from . import serialization
-from ._pool_engine import CLOSE, RUN, TERMINATE, Failure, dump_outcome, run_task
+from ._pool_engine import CLOSE, RUN, TERMINATE, Failure, JobRegistry, JobSink, dump_outcome, run_task
 from .exceptions import InitializerError, TaskCancelledError, WorkerLostError
 from .progress import PoolStatistics
 
 __all__ = ["DaskCore"]
 
-# Futures in flight per worker thread: one running and more queued on the worker hide the
-# scheduler's round trip (a millisecond or more); more would take work away from Dask's load
-# balancing and leave more queued work behind a cancel.
-INFLIGHT_PER_SLOT = 4
-# ... but never fewer than this, so that a small cluster still overlaps the round trips.
-MIN_INFLIGHT = 16
+# Futures in flight per worker thread. Dask's scheduler queues what its workers cannot start
+# yet, so a deep window costs only scheduler memory, while each refill costs an update_graph
+# and a gather whatever its size: 32 per slot keeps refills large (a few per thousand
+# one-item tasks) and still bounds the futures of a huge map; more would leave more queued
+# work behind a cancel or terminate.
+INFLIGHT_PER_SLOT = 32
+# ... but never fewer than this, so that a small cluster still gets large refills.
+MIN_INFLIGHT = 128
+# Refill the window only once this fraction of it is free (unless every pending task fits):
+# each client.map is one update_graph on the scheduler, whose fixed cost dominates small
+# batches; waiting for more of the window to be free would leave workers idle meanwhile.
+REFILL_FRACTION = 4
+# A function (or initializer) serialized to at most this many bytes travels inside every task
+# that uses it; a larger one is held on the cluster once and fetched by each worker once. The
+# trade: bytes per task through the scheduler vs one dependency per task (see DaskCore._hold).
+INLINE_PAYLOAD_BYTES = 4096
 # Distinct functions the client keeps on the cluster (LRU); a loop of apply_async(f) reuses one.
 RECENT_FUNCTIONS = 16
 # Functions a worker process keeps deserialized, over all pools that use it (LRU).
@@ -197,24 +209,25 @@ def _run_on_worker(
 
 
 class DaskFunction:
-    """A task function as the cluster holds it: one payload task, a dependency of the tasks that use it."""
+    """A task function as the tasks that use it name it: its bytes themselves when small, else
+    a payload task on the cluster that they depend on (see :meth:`DaskCore._hold`)."""
 
-    __slots__ = ("id", "future", "route")
+    __slots__ = ("id", "source", "route")
 
-    def __init__(self, func_id: int, future: Any, route: Any) -> None:
+    def __init__(self, func_id: int, source: Any, route: Any) -> None:
         self.id = func_id
-        self.future = future
+        self.source = source  # bytes, or a Future whose value is the bytes
         self.route = route  # the kernel cell the call came from (None outside a kernel)
 
 
 class DaskTask:
     """One apply call or one chunk, serialized, waiting for (or holding) a Dask future."""
 
-    __slots__ = ("result", "job", "index", "func", "kind", "payload", "nitems", "future")
+    __slots__ = ("sink", "job", "index", "func", "kind", "payload", "nitems", "future")
 
-    def __init__(self, result: Any, index: int, func: DaskFunction, kind: int, payload: bytes, nitems: int) -> None:
-        self.result = result
-        self.job: int = result._job
+    def __init__(self, sink: JobSink, index: int, func: DaskFunction, kind: int, payload: bytes, nitems: int) -> None:
+        self.sink = sink
+        self.job: int = sink.job
         self.index = index
         self.func = func
         self.kind = kind
@@ -276,12 +289,13 @@ class DaskCore:
         self.name = name
         self.processes = slots
         self.state = RUN
-        self.jobs: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self.jobs = JobRegistry()
         self.listeners: list[Any] = []
         self.client = client
         self._owned = owned
         self._token = uuid.uuid4().hex
         self._limit = max(MIN_INFLIGHT, slots * INFLIGHT_PER_SLOT)
+        self._refill = max(1, self._limit // REFILL_FRACTION)
         self._cond = threading.Condition()  # guards everything below
         self._pending: deque[DaskTask] = deque()
         self._running: dict[str, DaskTask] = {}  # future key -> task
@@ -294,13 +308,15 @@ class DaskCore:
         self._recent: OrderedDict[bytes, DaskFunction] = OrderedDict()
         self._shut_down = False
         self._tasks_done = self._tasks_failed = 0  # statistics (collector thread; read under _cond)
-        self._init_future = None  # the initializer and its arguments, on the cluster once
+        self._init_source = None  # the initializer and its arguments (bytes, or on the cluster once)
         if initializer is not None:
             payload = serialization.dumps((initializer, tuple(initargs)), what="initializer passed to Pool()")
-            self._init_future = self._hold(payload)
+            self._init_source = self._hold(payload)
         self._completed = as_completed(loop=client.loop)
         self._collector = threading.Thread(target=self._collect, name=f"nbproc-dask-{name}", daemon=True)
+        self._launcher = threading.Thread(target=self._launch_loop, name=f"nbproc-dask-{name}-launch", daemon=True)
         self._collector.start()
+        self._launcher.start()
 
     # ---------------------------------------------------------------- caller-thread API
     def prepare_function(self, func: Any, what: str) -> DaskFunction:
@@ -312,8 +328,7 @@ class DaskCore:
             if entry is not None and entry.route is route:
                 self._recent.move_to_end(payload)
                 return entry
-        future = self._hold(payload)
-        entry = DaskFunction(next(self._func_ids), future, route)
+        entry = DaskFunction(next(self._func_ids), self._hold(payload), route)
         with self._cond:
             self._recent[payload] = entry
             while len(self._recent) > RECENT_FUNCTIONS:
@@ -322,7 +337,7 @@ class DaskCore:
 
     def make_task(
         self,
-        result: Any,
+        sink: JobSink,
         index: int,
         func: DaskFunction,
         kind: int,
@@ -333,7 +348,7 @@ class DaskCore:
     ) -> DaskTask:
         """Serialize one task's arguments now (raises :class:`SerializationError`); ``snapshot``
         needs nothing more here: the bytes are a copy already."""
-        return DaskTask(result, index, func, kind, serialization.dumps(args), nitems)
+        return DaskTask(sink, index, func, kind, serialization.dumps(args), nitems)
 
     def submit(self, tasks: list[DaskTask]) -> None:
         if not tasks:
@@ -342,9 +357,9 @@ class DaskCore:
             if self.state != TERMINATE:
                 self._pending.extend(tasks)
                 tasks = []
+            self._cond.notify_all()  # the launcher thread takes them (several calls' tasks at once)
         for task in tasks:
-            task.result._abort(TaskCancelledError("the pool was terminated"))
-        self._launch()
+            task.sink.abort(TaskCancelledError("the pool was terminated"))
 
     def feeder_started(self) -> None:
         with self._cond:
@@ -361,8 +376,8 @@ class DaskCore:
             self._cancelled.add(job)
             self._pending = deque(t for t in self._pending if t.job != job)
             futures = [t.future for t in self._running.values() if t.job == job and t.future is not None]
+            self._cond.notify_all()
         self._cancel_futures(futures)
-        self._launch()
 
     def close(self) -> None:
         with self._cond:
@@ -389,11 +404,10 @@ class DaskCore:
             futures = [t.future for t in self._running.values() if t.future is not None]
             self._cond.notify_all()
         self._cancel_futures(futures)
-        error = TaskCancelledError("the pool was terminated before this task completed")
+        error = "the pool was terminated before this task completed"
         for task in pending:
-            task.result._abort(error)
-        for result in list(self.jobs.values()):
-            result._abort(error)
+            task.sink.abort(TaskCancelledError(error))
+        self.jobs.abort_all(lambda: TaskCancelledError(error))
         self._shutdown()
 
     def worker_processes(self) -> list[Any]:
@@ -421,12 +435,19 @@ class DaskCore:
 
     # ---------------------------------------------------------------- internals
     def _hold(self, payload: bytes) -> Any:
-        """A future whose value is ``payload``, for tasks to depend on.
+        """What tasks pass for ``payload``: the bytes themselves if small, else a future whose
+        value they are, for tasks to depend on.
 
-        A task, not ``client.scatter``: scattered data lives only on the workers that got it,
-        and when they die Dask cancels every task depending on it; a task's bytes live in its
-        spec on the scheduler, so Dask recomputes them elsewhere and the dependents carry on.
+        Small bytes travel in each task's spec: a few hundred bytes per task cost the scheduler
+        less than a dependency does (an edge to track, a who-has lookup per task), and tasks
+        without dependencies are scheduled as Dask's own ``client.map`` tasks are. Larger ones
+        (a closure over data) go to the cluster once, as a task, not ``client.scatter``:
+        scattered data lives only on the workers that got it, and when they die Dask cancels
+        every task depending on it; a task's bytes live in its spec on the scheduler, so Dask
+        recomputes them elsewhere and the dependents carry on.
         """
+        if len(payload) <= INLINE_PAYLOAD_BYTES:
+            return payload
         return self.client.submit(_payload, payload, key=f"nbproc_payload-{self._token}-{next(self._keys)}", pure=False)
 
     def _idle(self) -> bool:
@@ -439,16 +460,38 @@ class DaskCore:
             except Exception:  # noqa: BLE001 - the client is closing: the collector stops anyway
                 pass
 
+    def _room(self) -> int:
+        """How many pending tasks may become futures now (``_cond`` held); 0: not yet."""
+        room = self._limit - len(self._running) - self._launching
+        if room <= 0 or not self._pending or self.state == TERMINATE:
+            return 0
+        if room < self._refill and room < len(self._pending):
+            return 0  # wait for a batch's worth of room: one larger update_graph, not many
+        return min(room, len(self._pending))
+
+    def _launch_loop(self) -> None:
+        """Launcher thread: whenever there are pending tasks and room, launch them as one batch.
+
+        Callers only queue (``submit``): a loop of ``apply_async`` calls made while a batch is
+        being launched becomes the next batch, one ``client.map`` for all of them.
+        """
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._shut_down or self._room() > 0)
+                if self._shut_down:
+                    return
+            self._launch()
+
     def _launch(self) -> None:
-        """Turn pending tasks into futures while fewer than ``limit`` are in flight (any thread)."""
+        """Turn pending tasks into futures while fewer than ``limit`` are in flight (launcher thread)."""
         from distributed import Future
 
         while True:
             with self._cond:
-                room = self._limit - len(self._running) - self._launching
-                if room <= 0 or not self._pending or self.state == TERMINATE:
+                room = self._room()
+                if room == 0:
                     return
-                batch = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                batch = [self._pending.popleft() for _ in range(room)]
                 self._launching += len(batch)
             launched = len(batch)
             futures: list[Future] = []
@@ -459,8 +502,8 @@ class DaskCore:
                     _run_on_worker,
                     [self._token] * len(batch),
                     [task.func.id for task in batch],
-                    [task.func.future for task in batch],
-                    [self._init_future] * len(batch),
+                    [task.func.source for task in batch],
+                    [self._init_source] * len(batch),
                     [task.kind for task in batch],
                     [task.payload for task in batch],
                     key=[f"nbproc-{self._token}-{next(self._keys)}" for _ in batch],
@@ -471,12 +514,16 @@ class DaskCore:
             except BaseException as exc:  # noqa: BLE001 - e.g. the client is closed: fail these tasks
                 futures = []
                 for task in batch:
-                    task.result._set(task.index, False, exc, task.nitems)
+                    task.sink.done(task.index, False, exc, task.nitems)
                 batch = []
             with self._cond:
                 for task in batch:
                     self._running[task.future.key] = task
                 self._launching -= launched
+                terminated = self.state == TERMINATE
+            if terminated:  # terminate() ran while this batch was launched: it did not see these
+                self._cancel_futures(futures)
+                return
             self._completed.update(futures)
             with self._cond:
                 self._tracked += len(futures)
@@ -484,7 +531,7 @@ class DaskCore:
 
     def _collect(self) -> None:
         """Collector thread: take every finished future, fetch their outcomes in one round trip,
-        hand each to its result, then refill from the pending tasks."""
+        hand each to its result; the room they free wakes the launcher."""
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._tracked > 0 or self._shut_down)
@@ -498,7 +545,7 @@ class DaskCore:
                 self._tracked -= len(batch)
                 tasks = [self._running.pop(future.key, None) for future in batch]
                 self._cond.notify_all()
-            self._launch()  # the cluster gets new work before we unpack these results
+            # (the launcher, woken above, gives the cluster new work while we unpack these)
             live = [
                 (task, future)
                 for task, future in zip(tasks, batch, strict=True)
@@ -550,7 +597,7 @@ class DaskCore:
             ok, value = (
                 False,
                 TaskCancelledError(
-                    f"task {task.index} of {task.result._label} was cancelled by the Dask cluster ({outcome.reason})"
+                    f"task {task.index} of {task.sink.label} was cancelled by the Dask cluster ({outcome.reason})"
                 ),
             )
         else:
@@ -560,14 +607,14 @@ class DaskCore:
                 self._tasks_done += 1
             else:
                 self._tasks_failed += 1
-        task.result._set(task.index, ok, value, task.nitems)
+        task.sink.done(task.index, ok, value, task.nitems)
 
     def _lost_error(self, task: DaskTask, outcome: Any) -> BaseException:
         """A Dask-level failure (the task never reported an outcome of its own)."""
         exc = outcome if isinstance(outcome, BaseException) else RuntimeError(repr(outcome))
         if type(exc).__name__ == "KilledWorker":
             error = WorkerLostError(
-                f"task {task.index} of {task.result._label} was lost: the Dask workers running it died ({exc})"
+                f"task {task.index} of {task.sink.label} was lost: the Dask workers running it died ({exc})"
             )
             error.__cause__ = exc
             return error
@@ -582,10 +629,11 @@ class DaskCore:
             if self.state == RUN:
                 self.state = TERMINATE
             self._recent.clear()
-            self._init_future = None
+            self._init_source = None
             self._cond.notify_all()
-        if threading.current_thread() is not self._collector:
-            self._collector.join(COLLECTOR_JOIN_TIMEOUT)
+        for thread in (self._collector, self._launcher):
+            if threading.current_thread() is not thread:
+                thread.join(COLLECTOR_JOIN_TIMEOUT)
         for resource in self._owned:
             try:
                 resource.close()

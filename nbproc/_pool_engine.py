@@ -10,15 +10,21 @@ one home of what they share, so that no engine imports another:
 - :class:`Failure`, an exception as it travels back with its traceback's carrier;
 - :func:`dump_outcome`, a task's outcome as bytes, never failing (an unpicklable result
   becomes :class:`MaybeEncodingError`, as the stdlib's);
-- :class:`PoolEngine`, the typed protocol an engine fulfils, and :class:`TaskResult`, what an
-  engine may call on a result object (nothing else of it).
+- :class:`PoolEngine`, the typed protocol an engine fulfils;
+- :class:`JobSink`, all an engine holds of a job: the public methods through which it reports
+  the job's tasks (:class:`ResultSink` is the one the Pool's result objects hand out), and
+  :class:`JobRegistry`, an engine's outstanding jobs (``Pool._cache``), which ``terminate``
+  aborts. Engines never touch a result object itself: the user-facing ``AsyncResult``,
+  ``MapResult`` and ``IMapIterator`` keep exactly the stdlib's public API, and what an engine
+  needs of them is handed over as a sink, built by the result from its own private methods.
 """
 
 from __future__ import annotations
 
 import itertools
 import reprlib
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import serialization
@@ -38,7 +44,9 @@ __all__ = [
     "run_task",
     "dump_outcome",
     "PoolEngine",
-    "TaskResult",
+    "JobSink",
+    "ResultSink",
+    "JobRegistry",
 ]
 
 # Task kinds: how the engine calls the function on the task's arguments.
@@ -124,28 +132,110 @@ def dump_outcome(ok: bool, value: Any, extra: Any = None) -> bytes:
         return serialization.dumps((False, encoding_error(exc, value), extra))
 
 
-class TaskResult(Protocol):
-    """What an engine may call on a job's result object (``ApplyResult``, ``MapResult``, ``IMapIterator``)."""
+class JobSink(Protocol):
+    """All an engine holds of a job: where it reports the outcomes of the job's tasks.
 
-    _job: int
-    _label: str
+    The engine calls these from a thread of its own (a pool thread, a worker thread, a Dask
+    collector); callbacks and waiters run or wake inside them. ``job`` and ``label`` are for
+    bookkeeping and error messages.
+    """
 
-    def _set(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
-        """Task ``index`` finished (on the engine's result thread); ``value`` is the exception if not ``ok``."""
+    job: int
+    label: str
 
-    def _set_partial(self, index: int, finished: list[tuple[bool, Any]], error: BaseException, nitems: int) -> None:
+    def done(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
+        """Task ``index`` (``nitems`` items) finished; ``value`` is its exception if not ``ok``."""
+
+    def partly_done(self, index: int, finished: list[tuple[bool, Any]], error: BaseException, nitems: int) -> None:
         """Chunk ``index`` (``nitems`` items) ended with ``error`` after its first items finished
         with the outcomes ``finished``; the rest of the chunk fails with ``error`` (a task timeout)."""
 
-    def _abort(self, exc: BaseException) -> None:
-        """The job ends now with ``exc`` (terminated or cancelled); late results are dropped."""
+    def abort(self, exc: BaseException) -> None:
+        """The job ends now with ``exc`` (pool terminated, job cancelled); later outcomes are dropped."""
+
+
+class ResultSink:
+    """A :class:`JobSink` made of callables: how a result object hands its reporting methods to
+    an engine without giving the engine (or its users) a public method on the result.
+
+    The callables are the result's own bound methods, stored as they are, so that reporting a
+    task costs one call, as calling the result directly did. The sink holds the result (a
+    task in flight keeps its job alive, callbacks included) but the result does not hold its
+    sink: no reference cycle, so a dropped ``imap`` iterator is freed as soon as its last
+    task is back.
+    """
+
+    __slots__ = ("job", "label", "done", "partly_done", "abort")
+
+    def __init__(
+        self,
+        job: int,
+        label: str,
+        done: Callable[[int, bool, Any, int], None],
+        partly_done: Callable[[int, list[tuple[bool, Any]], BaseException, int], None],
+        abort: Callable[[BaseException], None],
+    ) -> None:
+        self.job = job
+        self.label = label
+        self.done = done
+        self.partly_done = partly_done
+        self.abort = abort
+
+    def __repr__(self) -> str:
+        return f"<ResultSink job={self.job} {self.label}>"
+
+
+class JobRegistry(Mapping[int, Any]):
+    """An engine's outstanding jobs by id — ``Pool._cache`` — and who must hear of a terminate.
+
+    Each entry is the abort method of the job's owner (its result object, opaque here), held
+    through a :class:`weakref.WeakMethod`: an ``imap`` iterator its caller dropped goes away
+    (and its feeder stops) although it never finished, and its entry with it. Reading the
+    mapping gives the owners, as the stdlib's ``_cache`` gives its result objects.
+    Thread-safety: single dict operations under the GIL; iteration works on a snapshot.
+    """
+
+    def __init__(self) -> None:
+        self._aborts: dict[int, weakref.WeakMethod] = {}
+
+    def add(self, job: int, abort: Callable[[BaseException], Any]) -> None:
+        """Register ``job``; ``abort`` is a bound method of the object that owns it."""
+        aborts = self._aborts
+        self._aborts[job] = weakref.WeakMethod(abort, lambda _ref: aborts.pop(job, None))
+
+    def discard(self, job: int) -> None:
+        """``job`` finished (or never started): forget it."""
+        self._aborts.pop(job, None)
+
+    def abort_all(self, error: Callable[[], BaseException]) -> None:
+        """End every registered job with a fresh ``error()`` each and forget them (``terminate``);
+        one exception object per job, since each is raised (and given a traceback) separately."""
+        aborts = list(self._aborts.values())
+        self._aborts.clear()
+        for ref in aborts:
+            abort = ref()
+            if abort is not None:
+                abort(error())
+
+    def __getitem__(self, job: int) -> Any:
+        abort = self._aborts[job]()
+        if abort is None:
+            raise KeyError(job)
+        return abort.__self__
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([job for job, ref in list(self._aborts.items()) if ref() is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for ref in list(self._aborts.values()) if ref() is not None)
 
 
 class PoolEngine(Protocol):
     """What :class:`nbproc.pool.Pool` needs from an engine.
 
     Threads: ``prepare_function``/``make_task``/``submit`` run on the caller's thread or an
-    ``imap`` feeder's; the engine reports outcomes with ``result._set`` from a thread of its own.
+    ``imap`` feeder's; the engine reports outcomes through the task's :class:`JobSink` from a
+    thread of its own, and ends the jobs in ``jobs`` on ``terminate``.
     ``prepare_function`` and ``make_task`` may raise :class:`SerializationError`, which the
     facade reports at the failing position.
     """
@@ -153,13 +243,13 @@ class PoolEngine(Protocol):
     name: str
     processes: int
     state: str
-    jobs: Any  # job id -> result object (a weak-value mapping)
+    jobs: JobRegistry
     listeners: list[Any]
 
     def prepare_function(self, func: Any, what: str) -> Any: ...
 
     def make_task(
-        self, result: Any, index: int, func: Any, kind: int, args: Any, nitems: int, snapshot: bool, **options: Any
+        self, sink: JobSink, index: int, func: Any, kind: int, args: Any, nitems: int, snapshot: bool, **options: Any
     ) -> Any: ...
 
     def submit(self, tasks: list[Any]) -> None: ...

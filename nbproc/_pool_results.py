@@ -3,8 +3,10 @@
 A *job* is one call (``apply_async``, ``map_async``, ``imap``...). Its tasks (one call, or one
 chunk of a map) are run by a pool *engine* — worker processes (:mod:`nbproc._pool_workers`),
 threads (:mod:`nbproc._pool_threads`) or a Dask cluster (:mod:`nbproc._dask_core`), all
-fulfilling :class:`nbproc._pool_engine.PoolEngine` — which reports each task with
-``result._set(index, ok, value, nitems)`` from its result thread. The caller's thread blocks in ``get``/``wait``/
+fulfilling :class:`nbproc._pool_engine.PoolEngine` — which reports each task through the
+job's :class:`~nbproc._pool_engine.ResultSink` (``sink.done(index, ok, value, nitems)``) from
+its result thread; the sink is made by :meth:`_Job._sink` from the result's private methods, so
+a result object has no engine-facing public method. The caller's thread blocks in ``get``/``wait``/
 ``next``. Semantics follow CPython's ``multiprocessing.pool``:
 
 - ``ApplyResult``: one value; ``callback``/``error_callback`` run on the result thread before
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _output, progress, remote_error
+from ._pool_engine import JobRegistry, ResultSink
 from .exceptions import (
     InitializerError,
     MaybeEncodingError,
@@ -71,7 +74,7 @@ if TYPE_CHECKING:
     class JobHost(Protocol):
         """What a result needs from the pool core that runs its tasks."""
 
-        jobs: dict[int, Any]
+        jobs: JobRegistry
         listeners: list[progress.Listener]
         name: str
 
@@ -97,7 +100,7 @@ class _Job:
         self._submitted = self._done = self._failed = 0
         self._own: list[progress.Listener] = []  # this job's listeners (``progress=``)
         self._cancelled = False
-        core.jobs[self._job] = self
+        core.jobs.add(self._job, self._abort)
         _output.note_job(self._job)  # in a kernel: this job's worker output goes to the current cell
 
     # -- progress ------------------------------------------------------------------------
@@ -137,7 +140,11 @@ class _Job:
             self._failed += nitems
 
     def _finish_registration(self) -> None:
-        self._core.jobs.pop(self._job, None)
+        self._core.jobs.discard(self._job)
+
+    def _sink(self) -> ResultSink:
+        """What an engine gets of this job: where to report its tasks (see :class:`ResultSink`)."""
+        return ResultSink(self._job, self._label, self._set, self._set_partial, self._abort)
 
     def _set_partial(self, index: int, finished: list[tuple[bool, Any]], error: BaseException, nitems: int) -> None:
         """A chunk whose first items finished before another ran out of time (``task_timeout``).

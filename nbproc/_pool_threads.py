@@ -5,7 +5,7 @@ Data flow (nothing is serialized: threads share the objects)::
     caller thread(s)                      worker threads (``processes`` of them)
     ----------------                      --------------------------------------
     map()/apply_async()/imap feeder
-      Task(result, index, func, args) --> SimpleQueue --> run func --> result._set()
+      Task(sink, index, func, args) --> SimpleQueue --> run func --> sink.done()
                                                                        (callbacks run here)
     close(): one None per worker after the last task; terminate(): queued tasks are dropped.
 
@@ -20,10 +20,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import weakref
 from typing import Any
 
-from ._pool_engine import CLOSE, RUN, TERMINATE, run_task
+from ._pool_engine import CLOSE, RUN, TERMINATE, JobRegistry, JobSink, run_task
 from .exceptions import InitializerError, TaskCancelledError
 from .progress import PoolStatistics, WorkerStatistics
 
@@ -33,11 +32,11 @@ __all__ = ["ThreadCore"]
 class ThreadTask:
     """One call or one chunk, queued for a worker thread."""
 
-    __slots__ = ("result", "job", "index", "func", "kind", "args", "nitems")
+    __slots__ = ("sink", "job", "index", "func", "kind", "args", "nitems")
 
-    def __init__(self, result: Any, index: int, func: Any, kind: int, args: Any, nitems: int) -> None:
-        self.result = result
-        self.job = result._job
+    def __init__(self, sink: JobSink, index: int, func: Any, kind: int, args: Any, nitems: int) -> None:
+        self.sink = sink
+        self.job = sink.job
         self.index = index
         self.func = func
         self.kind = kind
@@ -51,7 +50,7 @@ class ThreadCore:
     def __init__(self, processes: int, initializer: Any, initargs: tuple, name: str) -> None:
         self.processes = processes
         self.name = name
-        self.jobs: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()  # outstanding jobs
+        self.jobs = JobRegistry()  # outstanding jobs
         self.listeners: list[Any] = []
         self.state = RUN
         self._initializer = initializer
@@ -73,14 +72,14 @@ class ThreadCore:
         return func
 
     def make_task(
-        self, result: Any, index: int, func: Any, kind: int, args: Any, nitems: int, snapshot: bool
+        self, sink: JobSink, index: int, func: Any, kind: int, args: Any, nitems: int, snapshot: bool
     ) -> ThreadTask:
-        return ThreadTask(result, index, func, kind, args, nitems)
+        return ThreadTask(sink, index, func, kind, args, nitems)
 
     def submit(self, tasks: list[ThreadTask]) -> None:
         for task in tasks:
             if self.state == TERMINATE:
-                task.result._abort(TaskCancelledError("the pool was terminated"))
+                task.sink.abort(TaskCancelledError("the pool was terminated"))
             else:
                 self._queue.put(task)
 
@@ -135,9 +134,8 @@ class ThreadCore:
             self._queue.put(None)
         error = "the pool was terminated before this task completed"
         for task in dropped:
-            task.result._abort(TaskCancelledError(error))
-        for result in list(self.jobs.values()):
-            result._abort(TaskCancelledError(error))
+            task.sink.abort(TaskCancelledError(error))
+        self.jobs.abort_all(lambda: TaskCancelledError(error))
 
     def worker_processes(self) -> list[Any]:
         return list(self._threads)
@@ -180,7 +178,7 @@ class ThreadCore:
             if self._broken is not None:
                 error = InitializerError(f"the pool's initializer failed: {self._broken!r}")
                 error.__cause__ = self._broken
-                task.result._set(task.index, False, error, task.nitems)
+                task.sink.done(task.index, False, error, task.nitems)
                 continue
             with self._lock:
                 self._busy += 1
@@ -191,5 +189,5 @@ class ThreadCore:
                     self._tasks_done += 1
                 else:
                     self._tasks_failed += 1
-            task.result._set(task.index, ok, value, task.nitems)
+            task.sink.done(task.index, ok, value, task.nitems)
             del task, value

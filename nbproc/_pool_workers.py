@@ -10,7 +10,7 @@ a socketpair; only the pool thread reads or writes the parent's ends)::
       serialize each task          --> pending deque  ---- dispatch ---->  [Forget] [Function] Task
           (errors surface here)           ^   (wake pipe)                       |  run, in order
                                           |                                     v
-    result.get() <---- result._set() -- receive Result / Ready  <---------- Result (+ big buffers)
+    result.get() <---- sink.done() ---- receive Result / Ready  <---------- Result (+ big buffers)
                                         watch sentinel i  <---- exits/dies ----
                                           fail the task it was running,
                                           requeue what it never started,
@@ -65,7 +65,6 @@ import struct
 import sys
 import threading
 import traceback
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from multiprocessing import parent_process
@@ -76,7 +75,19 @@ from typing import TYPE_CHECKING, Any
 
 from . import _output, serialization
 from . import _shm_buffers as _shm
-from ._pool_engine import APPLY, CLOSE, MAP, RUN, STARMAP, TERMINATE, Failure, encoding_error, run_task
+from ._pool_engine import (
+    APPLY,
+    CLOSE,
+    MAP,
+    RUN,
+    STARMAP,
+    TERMINATE,
+    Failure,
+    JobRegistry,
+    JobSink,
+    encoding_error,
+    run_task,
+)
 from .connection import FrameReader, Pipe, dumps_with_buffers, write_frames
 from .exceptions import InitializerError, TaskCancelledError, TaskTimeoutError, WorkerLostError
 
@@ -361,11 +372,11 @@ def _release(task: Task) -> None:
 class Task:
     """A serialized task waiting for, or held by, a worker (parent side only)."""
 
-    __slots__ = ("result", "job", "index", "func", "frames", "nbytes", "nitems", "timeout", "first_item", "loads")
+    __slots__ = ("sink", "job", "index", "func", "frames", "nbytes", "nitems", "timeout", "first_item", "loads")
 
     def __init__(
         self,
-        result: Any,
+        sink: JobSink,
         index: int,
         func: FunctionEntry,
         frames: list[Any],
@@ -373,8 +384,8 @@ class Task:
         timeout: float | None = None,
         first_item: int = 0,
     ) -> None:
-        self.result = result
-        self.job = result._job
+        self.sink = sink
+        self.job = sink.job
         self.index = index
         self.func = func
         self.frames = frames
@@ -495,7 +506,7 @@ class ProcessCore:
     ) -> None:
         self.processes = processes
         self.name = name
-        self.jobs: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()  # outstanding jobs
+        self.jobs = JobRegistry()  # outstanding jobs
         self.listeners: list[Any] = []
         # Called by the pool thread as a task is handed to a worker; False drops the task.
         # The executor (nbproc.futures) marks its Future running here; the Pool sets none.
@@ -552,7 +563,7 @@ class ProcessCore:
 
     def make_task(
         self,
-        result: Any,
+        sink: JobSink,
         index: int,
         func: FunctionEntry,
         kind: int,
@@ -570,8 +581,8 @@ class ProcessCore:
         """
         if timeout is not None:
             kind |= TIMED
-        frames = TaskMessage.encode(result._job, index, func.id, kind, args, snapshot, self._segments)
-        return Task(result, index, func, frames, nitems, timeout, first_item)
+        frames = TaskMessage.encode(sink.job, index, func.id, kind, args, snapshot, self._segments)
+        return Task(sink, index, func, frames, nitems, timeout, first_item)
 
     def submit(self, tasks: list[Task]) -> None:
         """Queue tasks for the workers; they start as soon as a worker is free."""
@@ -583,10 +594,10 @@ class ProcessCore:
                 self._pending.extend(tasks)
         if broken is not None:
             for task in tasks:
-                task.result._set(task.index, False, self._broken_error(), task.nitems)
+                task.sink.done(task.index, False, self._broken_error(), task.nitems)
         elif self.state == TERMINATE:
             for task in tasks:
-                task.result._abort(TaskCancelledError("the pool was terminated"))
+                task.sink.abort(TaskCancelledError("the pool was terminated"))
         else:
             self._wake()
 
@@ -909,7 +920,7 @@ class ProcessCore:
             self._tasks_done += 1
         else:
             self._tasks_failed += 1
-        task.result._set(index, ok, value, task.nitems)
+        task.sink.done(index, ok, value, task.nitems)
 
     def _initializer_failed(self, failure: Failure) -> None:
         with self._lock:
@@ -918,7 +929,7 @@ class ProcessCore:
             pending, self._pending = self._pending, deque()
         for task in pending:
             _release(task)
-            task.result._set(task.index, False, self._broken_error(), task.nitems)
+            task.sink.done(task.index, False, self._broken_error(), task.nitems)
 
     def _bury(self, slot: WorkerSlot) -> None:
         """A worker's sentinel fired: account for its tasks, then replace it (pool thread).
@@ -968,9 +979,9 @@ class ProcessCore:
                 error = self._lost_error(slot, exitcode, running)
             finished = _finished_items(slot, running) if isinstance(error, TaskTimeoutError) else []
             if finished:
-                running.result._set_partial(running.index, finished, error, running.nitems)
+                running.sink.partly_done(running.index, finished, error, running.nitems)
             else:
-                running.result._set(running.index, False, error, running.nitems)
+                running.sink.done(running.index, False, error, running.nitems)
         if stopped_for is None and (running is not None or exitcode not in (0, None)) and not cancelled:
             self._report_lost(slot, exitcode)
         try:
@@ -989,7 +1000,7 @@ class ProcessCore:
                 how += f" ({signal.Signals(-exitcode).name})"
             except ValueError:
                 pass
-        what = f"task {task.index} of {task.result._label}"
+        what = f"task {task.index} of {task.sink.label}"
         return WorkerLostError(
             f"pool worker {slot.process.name} (pid {slot.pid}) died with {how} while running {what}; "
             "the pool replaced it",
@@ -1072,7 +1083,7 @@ class ProcessCore:
     def _timeout_error(self, slot: WorkerSlot, task: Task, item: int) -> TaskTimeoutError:
         item += task.first_item
         return TaskTimeoutError(
-            f"task {item} of {task.result._label} ran longer than its task_timeout of {task.timeout:g} s; "
+            f"task {item} of {task.sink.label} ran longer than its task_timeout of {task.timeout:g} s; "
             f"its worker (pid {slot.pid}) was stopped and replaced",
             index=item,
             timeout=task.timeout,
@@ -1217,10 +1228,8 @@ class ProcessCore:
         error = "the pool was terminated before this task completed"
         for task in pending:
             _release(task)
-            task.result._abort(TaskCancelledError(error))
-        for result in list(self.jobs.values()):
-            result._abort(TaskCancelledError(error))
-        self.jobs.clear()
+            task.sink.abort(TaskCancelledError(error))
+        self.jobs.abort_all(lambda: TaskCancelledError(error))
         self._segments.close()  # the workers are gone: nobody will attach what is left
         self._selector.close()
         wake_fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1

@@ -19,7 +19,7 @@ Data flow (the engine is :class:`nbproc._pool_workers.ProcessCore`, see its modu
       per version) and the arguments ---> pending -- a worker is free: ------->  fn(*args)
                                             on_dispatch: Future.set_running_or_notify_cancel()
                                             (False: cancelled while pending -> dropped)
-      future.result() <------------------ _FutureCall._set(): set_result/set_exception <-- Result
+      future.result() <------------------ _FutureCall.done(): set_result/set_exception <-- Result
                                           worker died: only its task fails (BrokenWorkerError)
 
 Differences from the stdlib, on purpose:
@@ -161,18 +161,19 @@ class _ExecutorProgress:
 
 
 class _FutureCall:
-    """What the engine sees as a job: one ``submit`` (or one chunk of a ``map``), bridged to its Future."""
+    """What the engine sees as a job (a :class:`nbproc._pool_engine.JobSink`): one ``submit`` or
+    one chunk of a ``map``, bridged to its Future. Not user-facing: the user holds the Future."""
 
-    __slots__ = ("_job", "_label", "future", "_host", "__weakref__")
+    __slots__ = ("job", "label", "future", "_host", "__weakref__")
 
     def __init__(self, future: Future, label: str, host: ProcessPoolExecutor) -> None:
-        self._job = next(_job_counter)
-        self._label = label
+        self.job = next(_job_counter)
+        self.label = label
         self.future = future
         self._host = host
-        _output.note_job(self._job)  # in a kernel: the call's worker output goes to the submitting cell
+        _output.note_job(self.job)  # in a kernel: the call's worker output goes to the submitting cell
 
-    def _set(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
+    def done(self, index: int, ok: bool, value: Any, nitems: int = 1) -> None:
         """The outcome arrived (pool thread): complete the Future; a cancelled one stays cancelled."""
         future = self.future
         try:
@@ -183,17 +184,22 @@ class _FutureCall:
         except InvalidStateError:
             return
         finally:
-            self._host._finished(self._job)
+            self._host._finished(self.job)
         self._host._progress.note("done" if ok else "failed", nitems)
 
-    def _abort(self, exc: BaseException) -> None:
+    def partly_done(self, index: int, finished: list[tuple[bool, Any]], error: BaseException, nitems: int) -> None:
+        """A chunk that ran out of time after its first items: one Future, so it fails as a whole."""
+        self.done(index, False, error, nitems)
+
+    def abort(self, exc: BaseException) -> None:
         """The engine gave up on the call (its pool was terminated)."""
-        self._set(0, False, exc)
+        self.done(0, False, exc)
 
 
 def _claim(task: Any) -> bool:
     """on_dispatch hook (pool thread): a call becomes *running* as it is handed to a worker."""
-    future = task.result.future
+    call: _FutureCall = task.sink
+    future = call.future
     if future.running():
         return True  # handed out again after its worker died before starting it
     try:
@@ -201,8 +207,7 @@ def _claim(task: Any) -> bool:
             return True
     except RuntimeError:  # already finished (e.g. its executor broke meanwhile)
         pass
-    call = task.result
-    call._host._finished(call._job)
+    call._host._finished(call.job)
     return False
 
 
@@ -345,8 +350,8 @@ class ProcessPoolExecutor(Executor):
             except SerializationError as exc:
                 future.set_exception(exc)
                 return future
-            self._outstanding[call._job] = future
-            core.jobs[call._job] = call
+            self._outstanding[call.job] = future
+            core.jobs.add(call.job, call.abort)
             core.submit([task])
         self._progress.note("submitted", 1)
         return future
@@ -386,8 +391,8 @@ class ProcessPoolExecutor(Executor):
                 except SerializationError as exc:
                     future.set_exception(exc)
                 else:
-                    self._outstanding[call._job] = future
-                    core.jobs[call._job] = call
+                    self._outstanding[call.job] = future
+                    core.jobs.add(call.job, call.abort)
                     submitted += len(chunk)
                 futures.append(future)
                 if len(batch) >= SUBMIT_BATCH:
@@ -402,7 +407,7 @@ class ProcessPoolExecutor(Executor):
         self._outstanding.pop(job, None)
         core = self._core
         if core is not None:
-            core.jobs.pop(job, None)
+            core.jobs.discard(job)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -218,16 +218,18 @@ def _submit_chunks(
     except SerializationError as exc:
         result._fail_job(exc)
         return 0, 0
+    sink = result._sink()  # what the engine holds of the job (tasks hold it, and so the result)
     batch: list[Any] = []
     limit = 1 if room is not None else SUBMIT_BATCH
     index = items = batch_items = 0
     iterator = iter(chunks)
     while True:
         if room is not None:
-            del result
+            del result, sink
             if not room.wait():
                 break
             result = result_ref()
+            sink = None if result is None else result._sink()
         elif index % SUBMIT_BATCH == 0:
             result = result_ref()
         if result is None or getattr(result, "_aborted", None) is not None:
@@ -237,18 +239,18 @@ def _submit_chunks(
         except StopIteration:
             break
         except Exception as exc:  # noqa: BLE001 - the caller's iterable failed: reported at its position
-            result._set(index, False, exc, 0)
+            sink.done(index, False, exc, 0)
             index += 1
             break
         args, nitems = chunk
         try:
             if timeout is None:
-                batch.append(core.make_task(result, index, entry, kind, args, nitems, snapshot))
+                batch.append(core.make_task(sink, index, entry, kind, args, nitems, snapshot))
             else:  # (no local name for the task: it holds the result, which must stay collectable)
                 timed = {"timeout": timeout, "first_item": index * chunksize}
-                batch.append(core.make_task(result, index, entry, kind, args, nitems, snapshot, **timed))
+                batch.append(core.make_task(sink, index, entry, kind, args, nitems, snapshot, **timed))
         except SerializationError as exc:
-            result._set(index, False, _precise_error(exc, kind, args, index * chunksize, method), nitems)
+            sink.done(index, False, _precise_error(exc, kind, args, index * chunksize, method), nitems)
         else:
             batch_items += nitems
         index += 1

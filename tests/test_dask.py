@@ -189,8 +189,14 @@ def test_progress_listener_sees_every_item(pool):
     assert sum(e.items for e in events if e.kind == "done") == 20
 
 
-def test_many_small_tasks_never_become_as_many_futures(pool, client):
-    """100,000 items are chunked, and chunksize=1 calls keep at most the engine's limit in flight."""
+def test_many_small_tasks_never_become_as_many_futures(client, monkeypatch):
+    """100,000 items are chunked, and chunksize=1 calls keep at most the engine's limit in flight.
+
+    The window is made small here (the mechanism is under test, not its size), so that a few
+    hundred calls are far more than it may hold.
+    """
+    monkeypatch.setattr(nbproc._dask_core, "INFLIGHT_PER_SLOT", 4)
+    monkeypatch.setattr(nbproc._dask_core, "MIN_INFLIGHT", 16)
     peak = [0]
     stop = threading.Event()
 
@@ -202,17 +208,38 @@ def test_many_small_tasks_never_become_as_many_futures(pool, client):
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        assert pool.map(lambda x: x + 1, range(100_000))[-1] == 100_000
-        results = [pool.apply_async(lambda x: x, (i,)) for i in range(300)]
-        assert [r.get(timeout=60) for r in results] == list(range(300))
+        with nbproc.dask.Pool(client=client) as pool:
+            assert pool.map(lambda x: x + 1, range(100_000))[-1] == 100_000
+            results = [pool.apply_async(lambda x: x, (i,)) for i in range(300)]
+            assert [r.get(timeout=60) for r in results] == list(range(300))
+            limit = pool._core._limit
     finally:
         stop.set()
         watcher.join()
-    limit = max(nbproc._dask_core.MIN_INFLIGHT, pool._processes * nbproc._dask_core.INFLIGHT_PER_SLOT)
-    # At most `limit` futures run; the collector launches their successors before it drops a
-    # finished batch (at most `limit` more), and the client forgets a released future on its
-    # event loop a moment later: 3 x limit bounds all that, far below one future per task.
+    assert limit == 16
+    # At most `limit` futures run; the launcher refills the window while the collector still
+    # holds a finished batch (at most `limit` more), and the client forgets a released future
+    # on its event loop a moment later: 3 x limit bounds all that, far below one per task.
     assert 0 < peak[0] <= 3 * limit < 300
+
+
+def test_small_functions_travel_in_the_tasks_large_ones_once(pool):
+    """A function of a few hundred bytes is sent inside each task (no dependency to schedule);
+    a closure over more than ``INLINE_PAYLOAD_BYTES`` goes to the cluster once, as a payload task."""
+    blob = bytes(range(256)) * 64  # 16 KiB, captured by the closure below
+
+    def pick(i):
+        return blob[i]
+
+    def small(i):
+        return i
+
+    assert pool.map(pick, range(8), chunksize=1) == list(blob[:8])
+    assert pool.map(small, range(8), chunksize=1) == list(range(8))
+    big_entry = pool._core.prepare_function(pick, "a test's function")
+    small_entry = pool._core.prepare_function(small, "a test's function")
+    assert isinstance(big_entry.source, distributed.Future) and big_entry.source.key.startswith("nbproc_payload-")
+    assert isinstance(small_entry.source, bytes) and len(small_entry.source) <= nbproc._dask_core.INLINE_PAYLOAD_BYTES
 
 
 def test_imap_over_a_generator_reads_it_lazily(pool):

@@ -209,3 +209,76 @@ def test_initializer_runs_before_tasks(engine):
 
     with engine.make(2, initializer=init, initargs=(engine.name,)) as p:
         assert set(p.map(read_tag, range(4), chunksize=1)) == {engine.name}
+
+
+def test_pending_jobs_are_in_the_cache_and_leave_it(engine):
+    """``Pool._cache`` (the engine's ``JobRegistry``) holds the result objects of outstanding
+    calls; a finished call leaves it, and ``terminate`` aborts what is still in it — the one
+    way an engine reaches a job it holds no task of (an ``imap`` whose feeder reads its input)."""
+    with engine.make(1) as p:
+        gate = threading.Event()
+
+        def slow_input():
+            yield 1
+            gate.wait(10)  # the feeder blocks here: no task of the job is queued or running
+            yield 2
+
+        it = p.imap(lambda x: x, slow_input(), buffersize=2)  # (a room: each task goes out as read)
+        assert next(it) == 1
+        res = p.apply_async(lambda: 5)
+        assert res.get(timeout=30) == 5
+        assert res._job not in p._cache and p._cache[it._job] is it
+        p.terminate()
+        gate.set()
+        with pytest.raises(TaskCancelledError):
+            next(it)
+        assert len(p._cache) == 0
+
+
+def test_results_keep_the_stdlib_public_api():
+    """The engine-facing methods live on a sink, not on the results: their public names are the
+    stdlib's plus nbproc's documented ``cancel``/``cancelled`` (and ``close`` for imap)."""
+    import multiprocessing.pool as std
+
+    additions = {"cancel", "cancelled"}
+    pairs = [
+        (nbproc.pool.ApplyResult, std.ApplyResult, additions),
+        (nbproc.pool.MapResult, std.MapResult, additions),
+        (nbproc.pool.IMapIterator, std.IMapIterator, additions | {"close"}),
+        (nbproc.pool.IMapUnorderedIterator, std.IMapUnorderedIterator, additions | {"close"}),
+    ]
+    for ours, theirs, extra in pairs:
+        public = {n for n in dir(ours) if not n.startswith("_")}
+        assert public == {n for n in dir(theirs) if not n.startswith("_")} | extra, ours
+
+
+def test_engines_reach_results_only_through_their_sink():
+    """No engine module touches a private member of a result object (``_set``, ``_abort``,
+    ``_job``...): everything goes through ``JobSink``'s public methods and ``JobRegistry``."""
+    import ast
+    import inspect
+
+    import nbproc._dask_core
+    import nbproc._pool_results as results
+    import nbproc._pool_threads
+    import nbproc._pool_workers
+
+    with nbproc.pool.ThreadPool(1) as p:
+        sample = [p.apply_async(abs, (1,)), p.map_async(abs, [1]), p.imap(abs, [1])]
+        for res in sample[:2]:
+            res.get(timeout=30)
+        list(sample[2])
+    private = {n for r in sample for n in vars(r) if n.startswith("_") and not n.startswith("__")}
+    for cls in (results._Job, results.ApplyResult, results.MapResult, results.IMapIterator):
+        private |= {n for n in vars(cls) if n.startswith("_") and not n.startswith("__")}
+    assert {"_set", "_abort", "_set_partial", "_job", "_label"} <= private
+    for module in (nbproc._pool_workers, nbproc._pool_threads, nbproc._dask_core):
+        tree = ast.parse(inspect.getsource(module))
+        touched = [
+            f"{module.__name__}:{node.lineno}: {ast.unparse(node)}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr in private
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ]
+        assert touched == []
