@@ -420,6 +420,7 @@ class WorkerSlot:
         "finished_items",
         "stop_for",
         "stop_error",
+        "sent_buffers",
     )
 
     def __init__(self, process: Any, tasks: Any, results: Any) -> None:
@@ -428,6 +429,9 @@ class WorkerSlot:
         self.tasks = tasks  # write end of the task pipe
         self.results = results  # read end of the result pipe
         self.wfd: int = tasks.fileno()
+        # It sent a result with out-of-band buffers: its segment cache may have left segments
+        # (sent results outlive their worker; the parent releases them later), swept at its exit.
+        self.sent_buffers = False
         self.fd: int = results.fileno()  # -1 once the worker closed it
         self.reader = FrameReader(self.fd, read_ahead=True)
         self.sentinel: int = process.sentinel
@@ -877,6 +881,7 @@ class ProcessCore:
                 if tag == TAG_RESULT:
                     _, job, index, ok, nbuffers = ResultMessage.HEADER.unpack_from(frame)
                     buffers = [_shm.resolve(reader.read_buffer()) for _ in range(nbuffers)]
+                    slot.sent_buffers = slot.sent_buffers or nbuffers > 0
             except (EOFError, OSError):
                 # The worker is exiting; its sentinel will tell us how. Stop watching the pipe.
                 self._selector.unregister(slot.fd)
@@ -961,11 +966,12 @@ class ProcessCore:
             running = None
         # Shared memory the dead worker held: the running task's arrays (if it had not mapped
         # them yet) and what it created for a result it never sent. Unstarted tasks keep theirs.
-        # A worker that exited 0 holding no task (STOP, maxtasksperchild) sent every result it
-        # made, and those were read above: no listing of /dev/shm (~1 ms) on an orderly exit.
+        # And the recycled segments of results it sent: they outlive it (the parent may still be
+        # reading them), so its cache left them. A worker that exited 0 holding no task and never
+        # sent a buffer has nothing there: no listing of /dev/shm (~1 ms) on its orderly exit.
         if running is not None:
             _release(running)
-        if running is not None or exitcode != 0:
+        if running is not None or exitcode != 0 or slot.sent_buffers:
             _shm.sweep(slot.pid)
         with self._lock:
             cancelled = running is not None and running.job in self._cancelled

@@ -69,7 +69,9 @@ def _connect(client: Any, address: str | None, processes: int | None, cluster_op
     if address is not None:
         own_client = Client(address, set_as_default=False)
         return own_client, [own_client]
-    options = {"processes": True, "dashboard_address": None, "threads_per_worker": 1, **cluster_options}
+    # The dashboard on any free port: Dask's default (8787, else a warning printed into the
+    # user's cell) collides with any other cluster on the machine.
+    options = {"processes": True, "dashboard_address": ":0", "threads_per_worker": 1, **cluster_options}
     options.setdefault("n_workers", processes or _pool._cpu_count())
     cluster = LocalCluster(**options)
     try:
