@@ -184,12 +184,16 @@ def _run_notebook(ctx_expr: str, workdir: Path) -> tuple[list[str], str]:
     stdout: list[str] = []
     stderr = ""
     for cell in nb.cells:
+        # A cell's stream messages joined, as a front end shows them: one print may arrive as
+        # two messages ("text", then "\n") when the kernel's stream is flushed between its writes.
+        cell_stdout = ""
         for out in cell.get("outputs", []):
             assert out.output_type != "error", f"cell raised {out.ename}: {out.evalue}\n{cell.source}"
             if out.output_type == "stream" and out.name == "stdout":
-                stdout.extend(out.text.splitlines())
+                cell_stdout += out.text
             elif out.output_type == "stream" and out.name == "stderr":
                 stderr += out.text
+        stdout.extend(cell_stdout.splitlines())
     return stdout, stderr
 
 
