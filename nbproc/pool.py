@@ -51,6 +51,7 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -102,8 +103,13 @@ __all__ = [
 
 # Tasks are handed to the pool thread in batches while the caller serializes the rest, so
 # workers start on a long map at once; larger batches cost fewer wake-ups, smaller ones start
-# sooner. 64 tiny tasks serialize in well under a millisecond.
+# sooner. 64 tiny tasks serialize in well under a millisecond. Batches start at one task and
+# double up to this, so the first task starts at once (6 extra wake-ups per long map).
 SUBMIT_BATCH = 64
+# An input whose next item took this long is slow (a generator reading files, a queue): what is
+# gathered is handed over at once, as the stdlib's task feeder does for every item, instead of
+# waiting for more items that may take as long each.
+SLOW_INPUT = 0.001  # seconds
 
 _pool_counter = itertools.count(1)
 
@@ -220,7 +226,8 @@ def _submit_chunks(
         return 0, 0
     sink = result._sink()  # what the engine holds of the job (tasks hold it, and so the result)
     batch: list[Any] = []
-    limit = 1 if room is not None else SUBMIT_BATCH
+    limit = 1  # doubles up to SUBMIT_BATCH (stays 1 with ``room``: each task waits for a place)
+    clock = time.perf_counter
     index = items = batch_items = 0
     iterator = iter(chunks)
     while True:
@@ -234,6 +241,7 @@ def _submit_chunks(
             result = result_ref()
         if result is None or getattr(result, "_aborted", None) is not None:
             break  # the iterator was dropped, or its job cancelled or the pool terminated
+        asked = clock()
         try:
             chunk = next(iterator)
         except StopIteration:
@@ -255,10 +263,13 @@ def _submit_chunks(
             batch_items += nitems
         index += 1
         items += nitems
-        if len(batch) >= limit:
+        slow = clock() - asked > SLOW_INPUT
+        if batch and (len(batch) >= limit or slow):
             result._note_submitted(batch_items)  # before the tasks can complete, so events stay in order
             core.submit(batch)
             batch, batch_items = [], 0
+            if room is None:
+                limit = 1 if slow else min(limit * 2, SUBMIT_BATCH)
     if batch and result is not None:
         result._note_submitted(batch_items)
         core.submit(batch)

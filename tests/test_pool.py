@@ -240,6 +240,24 @@ def test_imap_buffersize_reads_the_input_lazily(pool):
         pool.imap(square, [1], buffersize=0)
 
 
+def test_imap_over_a_slow_generator_starts_each_item_at_once(pool):
+    """As the stdlib's feeder does: an item is worked on while the input makes the next one
+    (nbproc once held items back until 64 had been read or the input ended)."""
+    gate = threading.Event()
+
+    def items():
+        yield 3
+        gate.wait(30)  # the next item comes only once the first result is back
+        yield 4
+
+    for method in (pool.imap, pool.imap_unordered):
+        gate.clear()
+        it = method(square, items())
+        assert it.next(timeout=10) == 9
+        gate.set()
+        assert list(it) == [16]
+
+
 def test_imap_reports_an_exception_raised_by_the_input_at_its_position(pool):
     def items():
         yield 1
