@@ -250,6 +250,7 @@ def _submit_chunks(
             sink.done(index, False, exc, 0)
             index += 1
             break
+        slow = clock() - asked > SLOW_INPUT  # the input's own time, not the serialization below
         args, nitems = chunk
         try:
             if timeout is None:
@@ -263,7 +264,6 @@ def _submit_chunks(
             batch_items += nitems
         index += 1
         items += nitems
-        slow = clock() - asked > SLOW_INPUT
         if batch and (len(batch) >= limit or slow):
             result._note_submitted(batch_items)  # before the tasks can complete, so events stay in order
             core.submit(batch)
