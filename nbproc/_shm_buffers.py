@@ -139,17 +139,26 @@ def export(raw: memoryview) -> bytes:
     size = raw.nbytes
     name, fd = _create(tracker)
     try:
-        # write() fills tmpfs pages directly: no page faults, one copy.
-        view = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
-        done = 0
-        while done < size:
-            done += os.pwrite(fd, view[done:], done)
+        _write_all(fd, _bytes_of(raw), 0)
     except BaseException:
         _unlink(name, tracker)
         raise
     finally:
         os.close(fd)
     return _HEAD.pack(_MAGIC, size, raw.readonly) + name.encode("ascii")
+
+
+def _bytes_of(raw: memoryview) -> memoryview:
+    """``raw`` as flat bytes (what a copy into a segment takes)."""
+    return raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    """Write ``view`` at ``offset``: write() fills fresh tmpfs pages without faulting them in
+    here (no page faults, one copy)."""
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], offset + done)
 
 
 def _create(tracker: Any) -> tuple[str, int]:
@@ -327,6 +336,7 @@ RECYCLE_BYTES = int(os.environ.get("NBPROC_SHM_RECYCLE_BYTES", 256 * 1024 * 1024
 _RECYCLED_MAGIC = b"\xffNBPSHR\x00"
 _RHEAD = struct.Struct("!8sQ?Q")  # magic, size, read-only flag, token; then the name
 _STATE = struct.Struct("<QB")  # the header: token, state
+_STATE_AT = _STATE.size - 1  # offset of the state byte, which the receiver writes alone
 _DATA = mmap.ALLOCATIONGRANULARITY  # where the data starts (an mmap offset must be a multiple)
 SENT, ATTACHED, RELEASED = 0, 1, 2
 #: Busy segments whose state a sender looks at per export: a bound on the work per export when
@@ -348,7 +358,7 @@ class _Segment:
         self.mapping = mapping
 
     def state(self) -> int:
-        return self.mapping[8]
+        return self.mapping[_STATE_AT]
 
 
 class _Held:
@@ -388,7 +398,7 @@ class SegmentCache:
         size = raw.nbytes
         with held.lock:
             segment = self._take(size)
-        view = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
+        view = _bytes_of(raw)
         token = int.from_bytes(os.urandom(8), "little")
         if segment is None:
             try:
@@ -457,9 +467,7 @@ def _new_segment(view: memoryview, token: int) -> _Segment:
     name, fd = _create(tracker)
     try:
         os.pwrite(fd, _STATE.pack(token, SENT), 0)
-        done = 0
-        while done < size:  # write() fills fresh tmpfs pages without faulting them in here
-            done += os.pwrite(fd, view[done:], _DATA + done)
+        _write_all(fd, view, _DATA)
         # Mapped (every page at once) for the next uses: copying into mapped pages is faster
         # than write(), and the state byte is read through it.
         mapping = mmap.mmap(fd, _DATA + size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
@@ -505,7 +513,7 @@ def _attach_recycled(frame: Any) -> memoryview:
     try:
         if _STATE.unpack(os.pread(fd, _STATE.size, 0)) != (token, SENT):
             raise FileNotFoundError(f"shared memory segment {name} was reused or discarded")
-        os.pwrite(fd, bytes([ATTACHED]), 8)
+        os.pwrite(fd, bytes([ATTACHED]), _STATE_AT)
         prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         mapping = mmap.mmap(fd, size, flags=flags, prot=prot, offset=_DATA)
@@ -533,7 +541,7 @@ def _set_state(name: str, token: int, state: int, only_from: int | None = None) 
     try:
         held, current = _STATE.unpack(os.pread(fd, _STATE.size, 0))
         if held == token and (only_from is None or current == only_from):
-            os.pwrite(fd, bytes([state]), 8)
+            os.pwrite(fd, bytes([state]), _STATE_AT)
     finally:
         os.close(fd)
 
