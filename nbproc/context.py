@@ -217,27 +217,28 @@ class DefaultContext(BaseContext):
         return [default, *(name for name in available if name != default)]
 
 
-# The three concrete contexts only bind a name to a Process class (the stdlib's contract for a
-# context: ``_name`` and ``Process``); everything else is BaseContext's.
-class ForkContext(BaseContext):
-    """Processes started by ``os.fork()``: fastest, inherits everything, unsafe in threaded parents."""
-
-    _name = "fork"
-    Process = ForkProcess
+def _context_class(class_name: str, method: str, process: type, doc: str) -> type[BaseContext]:
+    """A concrete context class: BaseContext bound to one start method's name and Process
+    class, which is all the stdlib's contract asks of one (``_name`` and ``Process``)."""
+    namespace = {"__doc__": doc, "__module__": __name__, "_name": method, "Process": process}
+    return type(class_name, (BaseContext,), namespace)
 
 
-class SpawnContext(BaseContext):
-    """Processes started as fresh interpreters: slowest to start, safe everywhere."""
-
-    _name = "spawn"
-    Process = SpawnProcess
-
-
-class ForkServerContext(BaseContext):
-    """Processes forked by a single-threaded server process: safe with threads, quick to start."""
-
-    _name = "forkserver"
-    Process = ForkServerProcess
+ForkContext = _context_class(
+    "ForkContext",
+    "fork",
+    ForkProcess,
+    "Processes started by ``os.fork()``: fastest, inherits everything, unsafe in threaded parents.",
+)
+SpawnContext = _context_class(
+    "SpawnContext", "spawn", SpawnProcess, "Processes started as fresh interpreters: slowest to start, safe everywhere."
+)
+ForkServerContext = _context_class(
+    "ForkServerContext",
+    "forkserver",
+    ForkServerProcess,
+    "Processes forked by a single-threaded server process: safe with threads, quick to start.",
+)
 
 
 def _concrete_context(method: str) -> BaseContext:
