@@ -39,6 +39,13 @@ it (:class:`nbproc._shm_buffers.SegmentCache`):
     worker -> parent   READY                                 INIT_FAILED + pickle(Failure)
                        RESULT(job, index, ok, nbuffers) + pickle(value | Failure)
 
+Start-up: a new worker is sent its first task at once, before its READY message (the task waits
+in its pipe while it starts), so a fresh pool's first tasks do not wait for that round trip —
+except when the pool has an initializer, whose failure must fail tasks with InitializerError,
+and for tasks with a timeout, whose clock would otherwise include the worker's start-up. A worker
+that dies before READY fails the task it held as "died while starting" (a spawned worker whose
+main module cannot be imported: every task fails at once instead of waiting for ever).
+
 Prefetch: a worker whose tasks are measured to be tiny (under :data:`FAST_TASK`) is given up
 to :data:`PREFETCH` small tasks, refilled several at a time in one write, so that it never
 waits for the round trip and the pool thread's writes land in a pipe nobody is blocked on (a
@@ -64,14 +71,12 @@ import signal
 import struct
 import sys
 import threading
-import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from multiprocessing import parent_process
 from multiprocessing.connection import wait as _wait_ready
 from multiprocessing.process import BaseProcess
 from time import monotonic
-from typing import TYPE_CHECKING, Any
 
 from . import _output, serialization
 from . import _shm_buffers as _shm
@@ -94,7 +99,10 @@ from .exceptions import InitializerError, TaskCancelledError, TaskTimeoutError, 
 # A worker process imports this module, and nothing it does not need before its first task:
 # the result types, progress events and the remote-error carrier (which import dataclasses,
 # ~4 ms, and multiprocessing.pool) are imported where a failure or the parent side needs them.
+TYPE_CHECKING = False  # nor typing (~2.5 ms)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .progress import PoolStatistics
 
 __all__ = ["ProcessCore", "worker_main", "APPLY", "MAP", "STARMAP"]
@@ -520,6 +528,10 @@ class ProcessCore:
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._maxtasks = maxtasksperchild
+        # A worker still starting may already be sent its first task (it waits in the pipe),
+        # which saves the round trip of its READY message — unless an initializer runs first
+        # (its failure must fail tasks with InitializerError, not a lost worker).
+        self._early_start = initializer is None
         self._lock = threading.Lock()  # guards _pending, _cancelled, state changes, _recent
         self._pending: deque[Task] = deque()
         self._cancelled: set[int] = set()
@@ -807,6 +819,8 @@ class ProcessCore:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - a bug here must fail the callers, not hang them
             print("nbproc: the pool thread failed:", file=sys.stderr)
+            import traceback  # not at the top: a worker would import it (~3 ms) for nothing
+
             traceback.print_exc()
             with self._lock:
                 self._broken = self._broken or exc
@@ -1007,9 +1021,11 @@ class ProcessCore:
             except ValueError:
                 pass
         what = f"task {task.index} of {task.sink.label}"
+        # A worker is sent its first task while it starts (see _choose): one that never said
+        # READY died starting up (its main module failed to import, say), before the task ran.
+        when = f"while running {what}" if slot.ready else f"while starting, holding {what}"
         return WorkerLostError(
-            f"pool worker {slot.process.name} (pid {slot.pid}) died with {how} while running {what}; "
-            "the pool replaced it",
+            f"pool worker {slot.process.name} (pid {slot.pid}) died with {how} {when}; the pool replaced it",
             pid=slot.pid,
             exitcode=exitcode,
         )
@@ -1110,6 +1126,8 @@ class ProcessCore:
     def _choose(self, task: Task, now: float, filling: dict[WorkerSlot, list[Any]]) -> WorkerSlot | None:
         """An idle worker, else the least loaded one running tiny tasks with room, else None.
 
+        A worker still starting (no READY yet) may take its first task (see the module docstring).
+
         A worker already being sent tasks in this round (``filling``) is topped up to
         PREFETCH; any other busy worker only once it is down to REFILL_AT tasks, so that
         refills go out several tasks per write.
@@ -1118,9 +1136,11 @@ class ProcessCore:
         best_held = PREFETCH
         maxtasks = self._maxtasks
         for slot in self._slots.values():
-            if not slot.ready or slot.fd < 0 or (maxtasks is not None and slot.sent >= maxtasks):
+            if slot.fd < 0 or (maxtasks is not None and slot.sent >= maxtasks):
                 continue
             held = len(slot.inflight)
+            if not slot.ready and (held or not self._early_start or task.timeout is not None):
+                continue
             if held == 0:
                 return slot
             if (

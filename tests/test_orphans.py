@@ -84,3 +84,19 @@ def test_plain_child_outlives_its_killed_parent_as_in_the_stdlib(tmp_path, start
         assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
     finally:
         child.kill()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl is Linux-only")
+def test_prctl_without_ctypes_answers_as_ctypes_does():
+    """The spawned child's prctl (built on ``_ctypes`` alone, see ``_orphans._bare_libc_function``)
+    returns what ctypes' returns, and sets errno on failure."""
+    import ctypes
+
+    from nbproc import _orphans
+
+    bare = _orphans._bare_libc_function("prctl")
+    libc = ctypes.CDLL(None, use_errno=True).prctl
+    pr_get_dumpable = 3
+    assert bare(pr_get_dumpable, 0, 0, 0, 0) == libc(pr_get_dumpable, 0, 0, 0, 0) in (0, 1)
+    assert bare(-1, 0, 0, 0, 0) == -1  # no such option
+    assert ctypes.get_errno() == 22  # EINVAL, kept by the function type (FUNCFLAG_USE_ERRNO)

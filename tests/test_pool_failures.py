@@ -236,6 +236,37 @@ def test_workers_exit_when_the_parent_dies(start_method, tmp_path):
             pass
 
 
+CHILDREN_CANNOT_START = """
+import sys
+import nbproc
+
+if __name__ == "__mp_main__":  # the main module, re-run in a spawn or forkserver child, fails
+    raise RuntimeError("this main module fails in a child")
+
+if __name__ == "__main__":
+    with nbproc.get_context(sys.argv[1]).Pool(2) as pool:
+        try:
+            pool.map(abs, range(4))
+        except nbproc.WorkerLostError as exc:
+            print("lost:", exc)
+"""
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])  # a forked child does not re-run main
+def test_workers_that_cannot_start_fail_the_job_instead_of_hanging(start_method, tmp_path):
+    """Each worker is sent its first task while it starts; when every worker dies starting up,
+    map() fails with a WorkerLostError that says so (the stdlib's Pool, and nbproc's before it
+    handed tasks out only after a worker's READY, wait for ever as the pool replaces them)."""
+    script = tmp_path / "main.py"
+    script.write_text(CHILDREN_CANNOT_START)
+    out = subprocess.run(
+        [sys.executable, str(script), start_method], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "lost: pool worker" in out.stdout and "while starting, holding task" in out.stdout, out.stdout
+    assert "this main module fails in a child" in out.stderr
+
+
 def test_pool_that_fails_to_start_leaves_no_worker(ctx):
     # A start that raises (here the third) must not leave the two started workers running.
     starts = {"n": 0}  # what the class closes over travels to spawned workers: no processes in it

@@ -398,7 +398,9 @@ print("after lambda:", "cloudpickle" in sys.modules)
 
 
 def test_spawned_worker_does_not_import_cloudpickle_for_importable_work():
+    """Nor what only a failure needs (traceback: ~3 ms), nor ctypes for its PDEATHSIG (~2 ms)."""
     # eval (a builtin) as the task: the worker does not import this test module (and pytest)
-    probe = "[m for m in ('cloudpickle', 'dataclasses', 'inspect') if m in __import__('sys').modules]"
+    heavy = ("cloudpickle", "dataclasses", "inspect", "traceback", "ctypes")
+    probe = f"[m for m in {heavy!r} if m in __import__('sys').modules]"
     with nbproc.get_context("spawn").Pool(1) as pool:
         assert pool.apply(eval, (probe,)) == []
