@@ -339,6 +339,26 @@ def _stop_interrupted(process_obj: BaseProcess) -> None:
         BaseProcess.join(process_obj, 0)  # reaped: forget it as the stdlib's join does
 
 
+def _tracker_running(resource_tracker: Any) -> None:
+    """``resource_tracker.ensure_running()``, without waking the tracker when we can tell it runs.
+
+    The stdlib checks a running tracker by writing a probe message into its pipe, so the tracker
+    process wakes up (and takes a CPU) at each check; a fork pool's start would pay that for every
+    worker. When this process started the tracker, it is our child, and ``waitpid`` tells whether
+    it still runs without a word to it. Otherwise (a tracker inherited from our parent, or gone),
+    the stdlib's check runs and restarts it if needed.
+    """
+    tracker = resource_tracker._resource_tracker
+    pid = getattr(tracker, "_pid", None)
+    if pid is not None and getattr(tracker, "_fd", None) is not None:
+        try:
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                return
+        except ChildProcessError:
+            pass  # not ours to wait for after all: let the stdlib check it
+    resource_tracker.ensure_running()
+
+
 def _launcher(method: str) -> Any:
     """The ``_Popen`` of a Process class bound to ``method``: the strategy of :mod:`nbproc.popen`."""
 
@@ -353,7 +373,7 @@ def _launcher(method: str) -> Any:
             # The child must share our resource tracker (spawn and forkserver children always
             # do): large buffers sent through shared memory are registered there (see
             # nbproc._shm_buffers). Starting it costs this process one fork+exec, once.
-            resource_tracker.ensure_running()
+            _tracker_running(resource_tracker)
             serialization.prepare_fork()
         return popen.LAUNCHERS[method](process_obj)
 

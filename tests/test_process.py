@@ -298,3 +298,52 @@ def test_default_start_method_is_forkserver_on_linux():
     if sys.platform != "linux":
         pytest.skip("default differs by platform by design: spawn on macOS/Windows")
     assert context._default_context._default_context._name == "forkserver"
+
+
+TRACKER_SCRIPT = """
+import os, signal, time
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+import nbproc
+
+def nothing():
+    pass
+
+def start_one():
+    p = nbproc.get_context("fork").Process(target=nothing)
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+
+if __name__ == "__main__":
+    tracker = resource_tracker._resource_tracker
+    start_one()  # starts the tracker (our child)
+    probes = []
+    check_alive = tracker._check_alive
+    tracker._check_alive = lambda: probes.append(1) or check_alive()
+    for _ in range(3):
+        start_one()
+    print("probes while ours runs:", len(probes))
+    first = tracker._pid
+    os.kill(first, signal.SIGKILL)
+    time.sleep(0.2)
+    start_one()  # finds it dead: the stdlib's check relaunches it
+    print("relaunched:", tracker._pid not in (None, first))
+    shm = SharedMemory(create=True, size=16)  # registered with the new tracker
+    shm.close()
+    shm.unlink()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_fork_launch_checks_its_own_tracker_without_probing_it(tmp_path):
+    """Each fork child must share the parent's resource tracker; the stdlib's check writes a probe
+    that wakes the tracker process every time. nbproc asks waitpid instead when the tracker is its
+    child, and still relaunches a tracker that died."""
+    import subprocess
+
+    script = tmp_path / "tracker.py"
+    script.write_text(TRACKER_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["probes while ours runs: 0", "relaunched: True"], out.stdout + out.stderr
