@@ -278,7 +278,8 @@ class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
     when first asked for, so the server forks this child while the parent prepares the next
     one (the wait is most of a forkserver start: ~1 ms per child). Until then the sentinel is
     readable without the child having ended, so only a caller that reads ``pid`` before it
-    watches the sentinel may ask for this; ``poll()`` reads the pid first.
+    watches the sentinel may ask for this; ``poll()`` reads the pid first (a non-blocking
+    ``poll()`` before the report has come answers None: the child is starting).
     """
 
     _pid: int | None = None
@@ -309,11 +310,24 @@ class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         if self.returncode is None and self._pid is None:
+            if flag == os.WNOHANG and not _readable(self.sentinel):
+                # No pid reported yet, so no exit status either (the server writes the pid
+                # first): the child is starting. Not waiting here matters: Process.start()
+                # polls every earlier child (the stdlib's _cleanup), and a blocking read would
+                # make each pool worker's launch wait for the previous one's fork.
+                return None
             try:
                 self.pid  # noqa: B018 - the report comes first on the sentinel, the exit code after it
             except (OSError, EOFError):
                 self.returncode = 255  # the server died: as the stdlib's poll() reports it
         return super().poll(flag)
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data (or end of file) to read now."""
+    from multiprocessing.connection import wait
+
+    return bool(wait([fd], 0))
 
 
 if sys.platform == "win32":  # pragma: no cover - nbproc targets POSIX; Windows uses the stdlib's spawn

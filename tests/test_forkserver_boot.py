@@ -114,3 +114,29 @@ def test_a_top_level_that_fails_in_children_fails_them_as_in_the_stdlib(tmp_path
     assert out.stdout.splitlines() == ["exit code 1"]
     assert "RuntimeError: no children please" in out.stderr
     assert "context has already been set" not in out.stderr
+
+
+def test_poll_before_the_pid_report_answers_at_once():
+    """A forkserver child's sentinel carries first its pid, then its exit code (the server's
+    reports). A non-blocking poll() made before the pid arrived answers None at once: a pool's
+    Process.start() polls every earlier child (the stdlib's _cleanup), and waiting there made each
+    worker's launch wait for the server to fork the previous one."""
+    import time
+    from multiprocessing import forkserver
+
+    from nbproc.popen import ForkServerPopen
+
+    report_r, report_w = os.pipe()
+    try:
+        popen = ForkServerPopen.__new__(ForkServerPopen)  # only the report pipe matters here
+        popen.returncode, popen.sentinel = None, report_r
+        started = time.monotonic()
+        assert popen.poll() is None
+        assert time.monotonic() - started < 0.5
+        forkserver.write_signed(report_w, 4242)  # the server forked it
+        assert popen.poll() is None and popen.pid == 4242
+        forkserver.write_signed(report_w, 3)  # ... and it exited with code 3
+        assert popen.poll() == 3
+    finally:
+        os.close(report_r)
+        os.close(report_w)
