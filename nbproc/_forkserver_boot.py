@@ -76,6 +76,13 @@ class ForkServer(forkserver.ForkServer):
         alive_r, alive_w = os.pipe()
         try:
             preload = list(self._preload_modules)
+            if "cloudpickle" not in preload and (main_path is None or "cloudpickle" in sys.modules):
+                # A notebook's (or any main module's without a file) classes reach children by
+                # value, as do a program's once it sends something by value (it has loaded
+                # cloudpickle): each child would import cloudpickle (20-40 ms) for the first such
+                # class. Other programs' children never need it, and every module the server
+                # holds costs each child CPU time at its fork and exit (nbproc.popen).
+                preload.append("cloudpickle")
             command = _server_command(listener.fileno(), alive_r, preload, main_path, sys_path, argv)
             pid = util.spawnv_passfds(command[0], command, [listener.fileno(), alive_r])
         except BaseException:

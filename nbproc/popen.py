@@ -209,12 +209,15 @@ class SpawnPopen(_PayloadLaunch, popen_spawn_posix.Popen):
 # stdlib user in the same interpreter keeps its own server and settings. It preloads the main
 # script for real (nbproc._forkserver_boot says why the stdlib's does not).
 # What the server always imports once, so each forked child starts with it loaded: nbproc, the
-# pool worker's module, cloudpickle (``import nbproc`` no longer loads it; a child that
-# receives a notebook-defined target or task would otherwise import it: ~10-20 ms per child),
-# this module (a child unpickles the server's fd hand-over objects from popen_forkserver) and
-# ctypes (every daemonic child calls prctl through it: 1-3 ms of import each).
-# A module that cannot be imported is skipped by the server.
-_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "nbproc.popen", "cloudpickle", "ctypes")
+# pool worker's module and the stdlib's popen_forkserver (a child unpickles its fd hand-over
+# objects). Nothing more: every page the server has mapped is copied into each child's page
+# tables at the fork and released at its exit, which costs the child CPU time in proportion
+# (measured: preloading this module and ctypes as well cost a Pool(2) cycle ~1 ms of CPU, and
+# cloudpickle another ~1 ms). The server looks prctl up itself (nbproc._orphans), so children
+# need no ctypes; it preloads cloudpickle only where children will receive classes by value (a
+# notebook, or a program that has loaded it: nbproc._forkserver_boot). A module that cannot be
+# imported is skipped by the server.
+_ALWAYS_PRELOADED = ("nbproc", "nbproc._pool_workers", "multiprocessing.popen_forkserver")
 _forkserver = _forkserver_boot.ForkServer()
 _forkserver.set_forkserver_preload(["__main__", *_ALWAYS_PRELOADED])
 
@@ -244,8 +247,8 @@ def forkserver_instance() -> forkserver.ForkServer:
 def set_forkserver_preload(module_names: list[str]) -> None:
     """Modules the fork server imports once, so that forked children start with them loaded.
 
-    ``nbproc`` itself (with the pool worker and cloudpickle, see ``_ALWAYS_PRELOADED``) is
-    always preloaded: it makes every forkserver child cheaper.
+    ``nbproc`` itself (with the pool worker, see ``_ALWAYS_PRELOADED``) is always preloaded: it
+    makes every forkserver child cheaper.
     """
     names = list(module_names)
     if not all(type(mod) is str for mod in names):
