@@ -58,6 +58,7 @@ CLOUDPICKLE_INTERNALS = (
     "_get_or_create_tracker_id",  # give __main__ classes their identity before a fork
     "_should_pickle_by_reference",  # ctypes classes: importable ones travel by name
     "_lookup_class_or_track",  # ctypes classes: one class per identity in the receiver
+    "_PICKLE_BY_VALUE_MODULES",  # register_pickle_by_value's registry: importable, yet by value
 )
 
 __all__ = [
@@ -302,6 +303,18 @@ def _found_by_reference(obj: Any) -> bool:
     return found is obj
 
 
+def _registered_by_value(module_name: str) -> bool:
+    """Whether cloudpickle was asked to send this module's objects by value
+    (``cloudpickle.register_pickle_by_value``, for the module or a package above it)."""
+    core = sys.modules.get("cloudpickle.cloudpickle")
+    if core is None:
+        return False  # cloudpickle was never imported: nothing can be registered
+    registry = getattr(core, "_PICKLE_BY_VALUE_MODULES", None)
+    if registry is None:
+        return True  # a cloudpickle without that registry: let its reducer decide
+    return bool(registry) and any(module_name == name or module_name.startswith(name + ".") for name in registry)
+
+
 class CloudPickler(pickle.Pickler):
     """nbproc's pickler: the C pickler, with cloudpickle's by-value reductions for interactive
     functions and classes (cloudpickle imported on first need, see above), the reducers for
@@ -342,10 +355,11 @@ class CloudPickler(pickle.Pickler):
                 ctypes_reduced = _ctypes_classes.reduce_ctypes_class(obj)
                 if ctypes_reduced is not NotImplemented:
                     return ctypes_reduced
-        if _cloudpickle_module is None and _found_by_reference(obj):
-            if "cloudpickle" not in sys.modules:
-                return NotImplemented
-            # imported by someone else (an unpickled payload, the user): its by-value registry may be in use
+        if _found_by_reference(obj) and not _registered_by_value(obj.__module__):
+            # Importable: by name, as cloudpickle would, at the C pickler's speed — also once
+            # cloudpickle is loaded (in a notebook, always), where asking its reducer cost every
+            # class in a message (a process object's payload has ten) several microseconds.
+            return NotImplemented
         if self._cloud is None:
             self._cloud = _load_cloudpickle().Pickler(io.BytesIO(), PROTOCOL)
         reduced = self._cloud.reducer_override(obj)

@@ -404,3 +404,45 @@ def test_spawned_worker_does_not_import_cloudpickle_for_importable_work():
     probe = f"[m for m in {heavy!r} if m in __import__('sys').modules]"
     with nbproc.get_context("spawn").Pool(1) as pool:
         assert pool.apply(eval, (probe,)) == []
+
+
+# -- importable objects stay on the C pickler's path, cloudpickle loaded or not ------------------
+
+
+def test_importable_classes_and_functions_skip_cloudpickle_once_it_is_loaded(monkeypatch):
+    """A message's importable classes and functions go by name without a call into cloudpickle's
+    reducer, also once cloudpickle is loaded (in a notebook it always is)."""
+    import collections
+    import decimal
+
+    core = serialization._load_cloudpickle()
+    calls = []
+    original = core.Pickler.reducer_override
+
+    def counting(self, obj):
+        calls.append(obj)
+        return original(self, obj)
+
+    monkeypatch.setattr(core.Pickler, "reducer_override", counting)
+    value = (collections.OrderedDict, os.path.join, decimal.Decimal("1.5"), nbproc.Process)
+    assert serialization.loads(serialization.dumps(value)) == value
+    assert calls == []
+    serialization.dumps(lambda x: x)  # by value: cloudpickle's reducer is still asked
+    assert calls
+
+
+def test_a_module_registered_with_cloudpickle_by_value_still_goes_by_value(tmp_path, monkeypatch):
+    core = serialization._load_cloudpickle()
+    (tmp_path / "nbproc_by_value_probe.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import nbproc_by_value_probe as probe
+
+    core.register_pickle_by_value(probe)
+    try:
+        payload = serialization.dumps(probe.triple)
+    finally:
+        core.unregister_pickle_by_value(probe)
+        del sys.modules["nbproc_by_value_probe"]
+    sys.path.remove(str(tmp_path))  # the receiver cannot import the module: only by value works
+    assert serialization.loads(payload)(5) == 15
+
