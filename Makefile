@@ -20,6 +20,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check nbproc tests benchmarks notebooks
+	$(PY) -m ruff format --check nbproc tests benchmarks
 
 test-python: $(VENV)/.installed
 	$(PY) -m pytest tests

@@ -40,7 +40,7 @@ CYCLES = 7
 #: Alternating runs per (library, method); the brief asks for at least 3 (A B A B).
 ROUNDS = 5
 
-MAIN = '''
+MAIN = """
 import importlib, json, sys, time
 
 lib_name, method, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -71,7 +71,7 @@ if __name__ == "__main__":
         one_pool(lib, method)
         times.append(time.perf_counter() - t0)
     print(json.dumps(times))
-'''
+"""
 
 
 def run_once(script: str, lib: str, method: str) -> float:

@@ -154,7 +154,6 @@ def attached_setup(process_obj: BaseProcess, start_method: str) -> Iterator[None
 def _resolve(module: str, qualname: str) -> Callable[[Any], None]:
     import importlib
 
-
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -169,7 +168,6 @@ def _apply_setup(setup: _ChildSetup) -> None:
         except BaseException as exc:  # a child that half set itself up must not run user code
             sys.stderr.write(f"nbproc: child set-up hook {hook.name!r} failed in {current_process().name}:\n")
             import traceback
-
 
             traceback.print_exception(type(exc), exc, exc.__traceback__)
             sys.stderr.flush()

@@ -24,7 +24,7 @@ START_METHODS = ["fork", "spawn", "forkserver"]
 # busy, and "exiting" is printed by a finalizer that runs just before nbproc's exit sequence (a
 # higher priority): a SIGINT sent after it lands while the sequence runs, however loaded the
 # machine is.
-PRELUDE = '''
+PRELUDE = """
 import functools
 import sys
 import time
@@ -36,11 +36,11 @@ def hold_exit_if_asked():
     if sys.argv[2:] == ["hold"]:
         multiprocessing.Process(target=time.sleep, args=(60,), name="holder").start()
         util.Finalize(None, functools.partial(print, "exiting", file=sys.stderr, flush=True), exitpriority=10**6)
-'''
+"""
 
 MANAGER = (
     PRELUDE
-    + '''
+    + """
 
 def worker(d, key, value):
     d[key] = value
@@ -57,13 +57,13 @@ if __name__ == "__main__":
         j.join()
     print("Results:", dict(sorted(d.items())))
     hold_exit_if_asked()
-'''
+"""
 )
 MANAGER_OUT = ["Results: {0: 0, 1: 2, 2: 4, 3: 6}"]
 
 CUSTOM_MANAGER = (
     PRELUDE
-    + '''
+    + """
 from multiprocessing.managers import BaseManager
 
 
@@ -102,7 +102,7 @@ if __name__ == "__main__":
         p.join()
     print("count", counter.value())
     hold_exit_if_asked()
-'''
+"""
 )
 CUSTOM_MANAGER_OUT = ["count 15"]
 
@@ -133,7 +133,7 @@ LOCK_EXAMPLE_OUT = sorted(f"hello world {i}" for i in range(10))
 
 POOL = (
     PRELUDE
-    + '''
+    + """
 
 def init():
     print("initializer ran")
@@ -149,7 +149,7 @@ if __name__ == "__main__":
     pool = multiprocessing.Pool(2, initializer=init)
     print(pool.map(square, range(6)))
     hold_exit_if_asked()
-'''
+"""
 )
 POOL_OUT = sorted(["initializer ran"] * 2 + [f"task {i}" for i in range(6)] + ["[0, 1, 4, 9, 16, 25]"])
 
@@ -158,7 +158,7 @@ POOL_OUT = sorted(["initializer ran"] * 2 + [f"task {i}" for i in range(6)] + ["
 # the exit does not wait for the task.
 POOL_BUSY = (
     PRELUDE
-    + '''
+    + """
 
 def init():
     print("initializer ran", flush=True)
@@ -176,13 +176,13 @@ if __name__ == "__main__":
     pool.apply_async(nap, (60,))
     time.sleep(0.2)
     hold_exit_if_asked()
-'''
+"""
 )
 POOL_BUSY_OUT = sorted(["initializer ran"] * 2 + ["[0, 0]"])
 
 ALL_AT_ONCE = (
     PRELUDE
-    + '''
+    + """
 from multiprocessing.managers import BaseManager
 
 
@@ -242,7 +242,7 @@ if __name__ == "__main__":
     for i in range(3):
         multiprocessing.Process(target=locked_print, args=(lock, i)).start()
     hold_exit_if_asked()
-'''
+"""
 )
 ALL_AT_ONCE_OUT = sorted(
     ["dict {0: 0, 1: 1, 2: 4} box [0, 1, 2]", "pool [0, -1, -2]"]

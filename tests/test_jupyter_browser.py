@@ -114,10 +114,21 @@ def test_progress_bars_advance_in_jupyterlab(tmp_path):
     port, token = _free_port(), uuid.uuid4().hex
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-            "--port-retries=0", "--allow-root", f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={tmp_path}", "--expose-app-in-browser", "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--port-retries=0",
+            "--allow-root",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--expose-app-in-browser",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "lab.log", "w"),  # noqa: SIM115 - closed with the process
@@ -132,8 +143,15 @@ def test_progress_bars_advance_in_jupyterlab(tmp_path):
                 str(tmp_path / "profile"),
                 executable_path=CHROMIUM,
                 headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
             )
             try:
                 page = browser.new_page()

@@ -321,6 +321,7 @@ def test_duck_typed_context_like_cpythons_suite():
         nbproc.pool.Pool(5, context=unittest.mock.MagicMock(Process=FakeProcess))
     assert len(made) == 3 and not any(p.is_alive() for p in made)
 
+
 @pytest.mark.parametrize("call", ["map", "apply_async"])
 def test_keyboard_interrupt_while_still_submitting_cancels_what_started(start_method, call, tmp_path):
     """The interrupt lands after the tasks were handed to the workers but before the caller waits."""

@@ -78,7 +78,7 @@ def test_receiver_renders_cell_frames_the_worker_could_not(monkeypatch):
     monkeypatch.setitem(linecache.cache, CELL, (len(CELL_SOURCE), None, CELL_SOURCE.splitlines(True), CELL))
     text = str(remote_error.attach(ValueError(), carrier).__cause__)
     assert "  Cell In[7], line 2, in cell_func\n    raise ValueError(f'bad {x}')\n" in text
-    assert text.endswith("ValueError: bad 3\n\"\"\"")
+    assert text.endswith('ValueError: bad 3\n"""')
     assert "Traceback (most recent call last):" in text
 
 

@@ -127,7 +127,7 @@ def test_children_inherit_the_serializer(ctx, serializer, name):
 def test_main_functions_share_the_childs_main_namespace():
     """An initializer's global is seen by a later task, as with the stdlib's by-reference
     lookup (regression: plain cloudpickle gives each function private globals)."""
-    code = '''
+    code = """
 import nbproc
 STATE = None
 K = 2
@@ -148,7 +148,7 @@ if __name__ == "__main__":
         p.start()
         print(m, *a.recv())
         p.join()
-'''
+"""
     import subprocess
     import sys
 
@@ -178,7 +178,7 @@ def test_a_reducers_own_exception_type_is_kept():
 
 
 def test_main_class_instances_from_a_forked_child_keep_their_class():
-    code = '''
+    code = """
 import nbproc
 class Point:
     def __init__(self, x):
@@ -193,7 +193,7 @@ if __name__ == "__main__":
         got = a.recv()
         p.join()
         print(m, isinstance(got, Point), got.x)
-'''
+"""
     import subprocess
     import sys
 
@@ -299,7 +299,7 @@ def test_a_started_process_inside_an_argument_is_reported_not_crashed_on(zoo):
 
 # --- tracebacks of by-value __main__ functions keep their file ---------------------------------
 
-RAISES = '''
+RAISES = """
 import sys
 import multiprocessing
 
@@ -314,7 +314,7 @@ if __name__ == "__main__":
     p.start()
     p.join()
     print("exitcode", p.exitcode)
-'''
+"""
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
@@ -445,4 +445,3 @@ def test_a_module_registered_with_cloudpickle_by_value_still_goes_by_value(tmp_p
         del sys.modules["nbproc_by_value_probe"]
     sys.path.remove(str(tmp_path))  # the receiver cannot import the module: only by value works
     assert serialization.loads(payload)(5) == 15
-
