@@ -1,16 +1,16 @@
 """Rebuilding by-value functions in the receiver without importing cloudpickle.
 
 Why it exists: a function sent by value (a notebook cell's, a script's ``__main__`` one, a
-lambda or a closure) is reduced by cloudpickle, and its reduction names cloudpickle's rebuild
-functions, so the receiver imports cloudpickle to unpickle it: ~10-20 ms per process (it pulls
-in ``inspect``, ``dataclasses``, ``logging``, ``platform``, ``typing``, ``uuid``), paid by every
-spawned pool worker before its first task. The rebuild itself needs nothing of that: it makes a
-code object, a function, cells, and sets attributes.
+lambda or a closure) would otherwise be rebuilt by cloudpickle's functions, so the receiver
+would import cloudpickle to unpickle it: 20-40 ms per process (it pulls in ``inspect``,
+``logging``, ``platform``, ``typing``, ``uuid``), paid by every spawned pool worker before its
+first task. The rebuild itself needs nothing of that: it makes a code object, a function,
+cells, and sets attributes.
 
-:mod:`nbproc.serialization` keeps cloudpickle's *pickling* decisions and its state layout and
-only names the functions below as the constructors, so a function's payload names nbproc and
-the stdlib only. Anything else sent by value (a class, a dynamic module, a ``TypeVar``...)
-still names cloudpickle, which the receiver then imports by itself.
+:mod:`nbproc._by_value` reduces such a function to the functions below, in cloudpickle's state
+layout, so its payload names nbproc and the stdlib only. Anything else sent by value (a class,
+a dynamic module, a ``TypeVar``...) still names cloudpickle, which the receiver then imports by
+itself.
 
 This module imports only the stdlib's always-loaded modules: it is imported in every receiver.
 """
@@ -18,6 +18,7 @@ This module imports only the stdlib's always-loaded modules: it is imported in e
 from __future__ import annotations
 
 import builtins
+import marshal
 import sys
 import types
 
@@ -25,12 +26,12 @@ TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["code", "function", "empty_cell", "cell", "set_function_state", "module"]
+__all__ = ["code_from_marshal", "function", "empty_cell", "cell", "set_function_state", "module"]
 
 
-def code(*args: Any) -> types.CodeType:
-    """A code object from the constructor arguments cloudpickle's code reduction lists."""
-    return types.CodeType(*args)
+def code_from_marshal(data: bytes) -> types.CodeType:
+    """A code object from its :mod:`marshal` data (written by :mod:`nbproc._by_value`)."""
+    return marshal.loads(data)
 
 
 def function(

@@ -53,8 +53,7 @@ if TYPE_CHECKING:
 #: :meth:`CloudPickler.reducer_override` rewrites, so an upgrade that moves them fails loudly
 #: rather than silently dropping the shared ``__main__`` namespace or class identities.
 CLOUDPICKLE_INTERNALS = (
-    "_function_setstate",  # recognise and replace the state setter of a dynamic function
-    "_make_function",  # the rebuild function of that reduction
+    "_module_reduce",  # a module the receiver cannot import (made at run time): by value
     "_get_or_create_tracker_id",  # give __main__ classes their identity before a fork
     "_should_pickle_by_reference",  # ctypes classes: importable ones travel by name
     "_lookup_class_or_track",  # ctypes classes: one class per identity in the receiver
@@ -172,25 +171,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_tag_main_classes_before_fork)
 
 
-_DYNAMIC_CODE_FILENAME = "<dynamic-code>"
+def _reduce_code(code: types.CodeType) -> Any:
+    """A code object, as its marshal data (see :mod:`nbproc._by_value`): exact, with its real
+    file name and line numbers, so a child's traceback through a script's ``__main__`` function
+    shows the file and the line, as the stdlib's (which re-imports the script) does.
+    (cloudpickle 3 would write every by-value code object's file name as ``"<dynamic-code>"``.)"""
+    from . import _by_value
 
-
-def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
-    """cloudpickle's code reduction, with the code's real file name kept, rebuilt by
-    :func:`nbproc._rebuild.code` (the receiver then needs no cloudpickle for it).
-
-    cloudpickle 3 writes every by-value code object's ``co_filename`` as ``"<dynamic-code>"``
-    (for byte-identical payloads wherever a function was defined), so a spawn/forkserver
-    child's traceback through a script's ``__main__`` function showed that name and no source
-    line, where the stdlib (which re-imports the script) shows the file and the line. The name
-    is constant per function, so payloads stay deterministic with it kept.
-    """
-    reduced = _cloudpickle_code_reduce(code)  # set by _load_cloudpickle, before any code is pickled
-    if not (isinstance(reduced, tuple) and len(reduced) == 2 and isinstance(reduced[1], tuple)):
-        return reduced  # a cloudpickle whose reduction we do not know: leave it alone
-    _, args = reduced
-    args = tuple(code.co_filename if arg == _DYNAMIC_CODE_FILENAME and type(arg) is str else arg for arg in args)
-    return _rebuild.code, args
+    return _by_value.reduce_code(code)
 
 
 def _reduce_cell(cell: types.CellType) -> Any:
@@ -202,36 +190,45 @@ def _reduce_cell(cell: types.CellType) -> Any:
 
 
 def _reduce_module(module: types.ModuleType) -> Any:
-    """A module a function uses: by name when the receiver can import it (cloudpickle's rule),
-    rebuilt without cloudpickle; a dynamic module goes by value through cloudpickle."""
-    if _cloudpickle_module._should_pickle_by_reference(module):
+    """A module a function uses: by name when the receiver can import it (cloudpickle's rule: it
+    is in ``sys.modules`` and not registered to go by value), rebuilt without cloudpickle; else
+    by value, through cloudpickle."""
+    if module.__name__ in sys.modules and not _registered_by_value(module.__name__):
         return _rebuild.module, (module.__name__,)
-    return _cloudpickle_module._module_reduce(module)
+    return _load_cloudpickle()._module_reduce(module)
+
+
+#: Types nbproc reduces itself, whether cloudpickle is loaded or not: what a by-value function
+#: is made of (its code, its cells, the modules it uses), rebuilt through nbproc._rebuild.
+_OWN_REDUCERS: dict[type, Callable[[Any], Any]] = {
+    types.CodeType: _reduce_code,
+    types.CellType: _reduce_cell,
+    types.ModuleType: _reduce_module,
+}
 
 
 # -- loading cloudpickle on first need ------------------------------------------------------
 #
-# What the pickler reduces itself while cloudpickle is not loaded, and what sends it there:
+# What the pickler reduces itself, and what sends it to cloudpickle:
 #   * functions and classes: by reference (the C pickler's ``save_global``) when they are found
 #     under their qualified name in an imported module other than ``__main__``/``__mp_main__``
-#     -- cloudpickle's own rule (``_should_pickle_by_reference``) minus its by-value registry,
-#     which can only be filled once cloudpickle is imported; anything else loads it.
-#   * the types cloudpickle has reducers for (``_CLOUDPICKLE_TYPES``: modules, code objects,
-#     cells, properties, dict views, memoryviews...): the plain pickler cannot pickle most of
-#     them, so meeting one loads cloudpickle and its reducers join the dispatch table.
-# Once loaded (by us or by an unpickled payload), every function and class goes through
-# cloudpickle's decision, exactly as a plain ``cloudpickle.Pickler`` subclass would.
+#     and cloudpickle's by-value registry does not name the module -- cloudpickle's own rule
+#     (``_should_pickle_by_reference``).
+#   * other functions: by value, by nbproc itself (nbproc._by_value), in cloudpickle's layout;
+#     their code, cells and modules through _OWN_REDUCERS.
+#   * other classes, and the types cloudpickle has reducers for (``_CLOUDPICKLE_TYPES``:
+#     properties, dict views, method objects...): cloudpickle, loaded on first need; its
+#     reducers then join the dispatch table.
 
 _cloudpickle_module: Any = None  # cloudpickle.cloudpickle, once imported
-_cloudpickle_code_reduce: Any = None  # cloudpickle's reducer for code objects, once imported
 # The dispatch table of nbproc's pickler: process-shared objects first, then the stdlib's
-# (sockets, connections), then (inserted on load) nbproc's code reducer and cloudpickle's
-# reducers, then copyreg's.
-_DISPATCH = ChainMap(_registry, ForkingPickler._extra_reducers, copyreg.dispatch_table)
+# (sockets, connections), then nbproc's own reducers (code, cells, modules), then (inserted on
+# load) cloudpickle's reducers, then copyreg's.
+_DISPATCH = ChainMap(_registry, ForkingPickler._extra_reducers, _OWN_REDUCERS, copyreg.dispatch_table)
 _CLOUDPICKLE_TYPES: frozenset[type] = frozenset(
     {
-        classmethod, staticmethod, property, types.CellType, types.CodeType,
-        types.GetSetDescriptorType, types.ModuleType, types.MethodType, types.MappingProxyType,
+        classmethod, staticmethod, property,
+        types.GetSetDescriptorType, types.MethodType, types.MappingProxyType,
         WeakSet, io.TextIOWrapper,
         type({}.keys()), type({}.values()), type({}.items()),
         type(OrderedDict().keys()), type(OrderedDict().values()), type(OrderedDict().items()),
@@ -271,18 +268,9 @@ def _load_cloudpickle() -> Any:
     if _cloudpickle_module is None:
         from cloudpickle import cloudpickle as module
 
-        global _cloudpickle_code_reduce
         table = getattr(module.Pickler, "_dispatch_table", None)
-        _DISPATCH.maps.insert(2, table if table is not None else module.Pickler.dispatch_table)
-        _cloudpickle_code_reduce = module.Pickler.dispatch_table.get(types.CodeType)
-        # Ours first: what a by-value function is made of (its code, which keeps its file name,
-        # its cells, the modules it uses) rebuilds through nbproc._rebuild, without cloudpickle.
-        ours: dict[type, Any] = {types.CellType: _reduce_cell}
-        if _cloudpickle_code_reduce is not None:
-            ours[types.CodeType] = _reduce_code_keeping_filename
-        if hasattr(module, "_module_reduce"):
-            ours[types.ModuleType] = _reduce_module
-        _DISPATCH.maps.insert(2, ours)
+        # After ours (_OWN_REDUCERS): code, cells and modules stay nbproc's.
+        _DISPATCH.maps.insert(3, table if table is not None else module.Pickler.dispatch_table)
         _cloudpickle_module = module
     return _cloudpickle_module
 
@@ -325,7 +313,8 @@ class CloudPickler(pickle.Pickler):
 
     def __init__(self, file: Any, protocol: int | None = PROTOCOL, buffer_callback: Any = None) -> None:
         super().__init__(file, protocol, buffer_callback=buffer_callback)
-        self._cloud: Any = None  # a cloudpickle.Pickler whose reductions we borrow, per dump
+        self._cloud: Any = None  # a cloudpickle.Pickler whose reductions we borrow (classes by value)
+        self._namespaces: dict[int, dict[str, Any]] = {}  # by-value functions' globals, per module, per dump
 
     def dump(self, obj: Any) -> None:
         try:
@@ -333,7 +322,8 @@ class CloudPickler(pickle.Pickler):
         except RecursionError as exc:  # as cloudpickle reports it
             raise pickle.PicklingError("Could not pickle object as excessively deep recursion required.") from exc
         finally:
-            # cloudpickle shares one globals dict per namespace *within* a message only
+            # one globals dict per module namespace *within* a message only (as cloudpickle)
+            self._namespaces.clear()
             if self._cloud is not None:
                 self._cloud.globals_ref.clear()
 
@@ -360,27 +350,27 @@ class CloudPickler(pickle.Pickler):
             # cloudpickle is loaded (in a notebook, always), where asking its reducer cost every
             # class in a message (a process object's payload has ten) several microseconds.
             return NotImplemented
+        if kind is types.FunctionType:
+            return self._function_by_value(obj)
         if self._cloud is None:
             self._cloud = _load_cloudpickle().Pickler(io.BytesIO(), PROTOCOL)
-        reduced = self._cloud.reducer_override(obj)
-        if (
-            kind is types.FunctionType
-            and isinstance(reduced, tuple)
-            and len(reduced) == 6
-            and reduced[0] is _cloudpickle_module._make_function
-            and reduced[5] is _cloudpickle_module._function_setstate
-        ):
-            # cloudpickle >= 2 reduces a dynamic function to
-            # (_make_function, (code, base_globals, name, argdefs, closure), state, None, None, setstate);
-            # the same function and state are rebuilt by nbproc._rebuild (no cloudpickle import in
-            # the receiver), and a __main__ function gets the child's __main__ namespace instead
-            # of a private base_globals.
-            _, args, state, items, mapping, _ = reduced
-            setstate: Any = _rebuild.set_function_state
-            if obj.__module__ in _MAIN_MODULES:
-                args, setstate = (args[0], _MAIN_GLOBALS_REF, *args[2:]), _setstate_in_main
-            return _rebuild.function, args, state, items, mapping, setstate
-        return reduced
+        return self._cloud.reducer_override(obj)
+
+    def _function_by_value(self, func: types.FunctionType) -> Any:
+        """A function the receiver cannot import (nbproc._by_value). A ``__main__`` function
+        gets the receiver's ``__main__`` namespace (see :func:`_setstate_in_main`); the others of
+        one module share one namespace within a message, as they shared their module."""
+        from . import _by_value
+
+        if func.__module__ in _MAIN_MODULES:
+            return _by_value.reduce_function(func, _MAIN_GLOBALS_REF, _setstate_in_main)
+        namespace = self._namespaces.get(id(func.__globals__))
+        if namespace is None:
+            # What a relative import inside the function resolves against.
+            keys = ("__package__", "__name__", "__path__", "__file__")
+            namespace = {key: func.__globals__[key] for key in keys if key in func.__globals__}
+            self._namespaces[id(func.__globals__)] = namespace
+        return _by_value.reduce_function(func, namespace, _rebuild.set_function_state)
 
 
 _dill_pickler_class: type | None = None
@@ -544,9 +534,9 @@ class _ReusablePickler:
             self.buf.seek(0)
             self.buf.truncate()
             self.pickler.clear_memo()
-            globals_ref = getattr(self.pickler, "globals_ref", None)
-            if globals_ref is not None:  # cloudpickle's per-dump table of function namespaces
-                globals_ref.clear()
+            namespaces = getattr(self.pickler, "_namespaces", None)
+            if namespaces is not None:  # the per-dump table of by-value functions' namespaces
+                namespaces.clear()
 
 
 def dump(obj: Any, file: Any, *, what: str | None = None) -> None:

@@ -384,17 +384,28 @@ def test_import_nbproc_stays_light():
     assert out.stdout.split() == []
 
 
-def test_cloudpickle_is_imported_only_for_by_value_objects():
+def test_cloudpickle_is_imported_only_for_classes_by_value():
+    """Functions by value (lambdas, closures, ``__main__`` functions) are nbproc's own work
+    (nbproc._by_value), on both sides: only a class by value needs cloudpickle."""
     code = """
 import sys, os, nbproc
 from nbproc import serialization
 serialization.loads(serialization.dumps((os.path.join, [1, 2.0], {"a": b"x"}, ValueError("e"))))
 print("after importable:", "cloudpickle" in sys.modules)
-serialization.loads(serialization.dumps(lambda x: x + 1))
-print("after lambda:", "cloudpickle" in sys.modules)
+offset = 1
+def outer():
+    def closure(x):
+        return x + offset + len(os.sep)
+    return closure
+assert serialization.loads(serialization.dumps([lambda x: x + 1, outer()]))[1](1) == 3
+print("after functions:", "cloudpickle" in sys.modules)
+class Point:
+    pass
+serialization.loads(serialization.dumps(Point))
+print("after a class:", "cloudpickle" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["after importable: False", "after lambda: True"]
+    assert out.stdout.splitlines() == ["after importable: False", "after functions: False", "after a class: True"]
 
 
 def test_spawned_worker_does_not_import_cloudpickle_for_importable_work():
@@ -427,7 +438,11 @@ def test_importable_classes_and_functions_skip_cloudpickle_once_it_is_loaded(mon
     value = (collections.OrderedDict, os.path.join, decimal.Decimal("1.5"), nbproc.Process)
     assert serialization.loads(serialization.dumps(value)) == value
     assert calls == []
-    serialization.dumps(lambda x: x)  # by value: cloudpickle's reducer is still asked
+
+    class Local:  # a class by value: cloudpickle's reducer is still asked
+        pass
+
+    serialization.dumps(Local)
     assert calls
 
 
