@@ -76,6 +76,9 @@ def reduce_function(func: types.FunctionType, namespace: Any, setstate: Callable
         "_cloudpickle_submodules": submodules_used(code, [*referenced.values(), *contents]),
         "__globals__": referenced,
     }
+    type_params = getattr(func, "__type_params__", ())  # Python 3.12+: def f[T](...)
+    if type_params:
+        slots["__type_params__"] = type_params
     new_cells = None if closure is None else tuple(types.CellType() for _ in code.co_freevars)
     state = (dict(func.__dict__), slots)
     return _rebuild.function, (code, namespace, None, None, new_cells), state, None, None, setstate

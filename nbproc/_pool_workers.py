@@ -42,7 +42,9 @@ it (:class:`nbproc._shm_buffers.SegmentCache`):
 Start-up: a new worker is sent its first task at once, before its READY message (the task waits
 in its pipe while it starts), so a fresh pool's first tasks do not wait for that round trip —
 except when the pool has an initializer, whose failure must fail tasks with InitializerError,
-and for tasks with a timeout, whose clock would otherwise include the worker's start-up. A worker
+for tasks with a timeout, whose clock would otherwise include the worker's start-up, and for a
+task (with its function) over PREFETCH_BYTES, whose write could block the pool thread until the
+worker reads. A worker
 that dies before READY fails the task it held as "died while starting" (a spawned worker whose
 main module cannot be imported: every task fails at once instead of waiting for ever).
 
@@ -420,6 +422,7 @@ class WorkerSlot:
         "known",
         "sent",
         "ready",
+        "unwritable",
         "head_started",
         "avg_time",
         "reader",
@@ -448,6 +451,7 @@ class WorkerSlot:
         self.known: OrderedDict[int, None] = OrderedDict()  # function ids cached in the worker
         self.sent = 0  # tasks sent (for maxtasksperchild)
         self.ready = False  # READY received
+        self.unwritable = False  # a write to it failed: it is exiting, its sentinel will tell
         self.head_started = 0.0  # when inflight[0] started (as far as the parent can tell)
         self.avg_time = FAST_TASK * 10  # task duration average; unknown counts as slow
         self.done = 0  # tasks it completed (statistics)
@@ -1136,10 +1140,10 @@ class ProcessCore:
         best_held = PREFETCH
         maxtasks = self._maxtasks
         for slot in self._slots.values():
-            if slot.fd < 0 or (maxtasks is not None and slot.sent >= maxtasks):
+            if slot.fd < 0 or slot.unwritable or (maxtasks is not None and slot.sent >= maxtasks):
                 continue
             held = len(slot.inflight)
-            if not slot.ready and (held or not self._early_start or task.timeout is not None):
+            if not slot.ready and (held or not self._early_start or not self._fits_early(slot, task)):
                 continue
             if held == 0:
                 return slot
@@ -1153,6 +1157,15 @@ class ProcessCore:
                 if slot.queued_bytes + cost <= PREFETCH_BYTES:
                     best, best_held = slot, held
         return best
+
+    def _fits_early(self, slot: WorkerSlot, task: Task) -> bool:
+        """Whether ``task`` may go to a worker still starting: untimed, and small enough that
+        the write cannot block (the worker reads its pipe only once it has started, and the
+        pool thread must not wait for that)."""
+        if task.timeout is not None:
+            return False
+        cost = task.nbytes + (0 if task.func.id in slot.known else len(task.func.frame))
+        return cost <= PREFETCH_BYTES
 
     def _dispatch(self) -> None:
         """Hand queued tasks to workers with room (pool thread); one write per worker per round."""
@@ -1207,7 +1220,7 @@ class ProcessCore:
                     slot.inflight.remove(task)
                     if task.timeout is not None:
                         self._timed -= 1
-                slot.ready = False
+                slot.unwritable = True
                 with self._lock:
                     self._pending.extendleft(reversed(unsent))
 

@@ -35,6 +35,7 @@ import contextlib
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from multiprocessing import (
     forkserver,
@@ -289,6 +290,10 @@ class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
 
     def _launch(self, process_obj: Any) -> None:
         self._pid_on_demand = bool(getattr(process_obj, "_nbproc_pid_on_demand", False))
+        # Two threads reading the report at once (the pool's start, and another thread's
+        # Process.start() polling every child) would split it: one gets the pid, the other then
+        # waits for the exit code. One reads; the other waits for it.
+        self._pid_lock = threading.Lock()
         super()._launch(process_obj)
 
     def _start_child(self) -> tuple[int, int]:
@@ -304,7 +309,9 @@ class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
         """The child's pid, read from the server's report on first use (raises EOFError if the
         server died before reporting it)."""
         if self._pid is None:
-            self._pid = forkserver.read_signed(self.sentinel)
+            with self._pid_lock:
+                if self._pid is None:
+                    self._pid = forkserver.read_signed(self.sentinel)
         return self._pid
 
     @pid.setter
@@ -313,7 +320,7 @@ class ForkServerPopen(_PayloadLaunch, popen_forkserver.Popen):
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         if self.returncode is None and self._pid is None:
-            if flag == os.WNOHANG and not _readable(self.sentinel):
+            if flag == os.WNOHANG and (self._pid_lock.locked() or not _readable(self.sentinel)):
                 # No pid reported yet, so no exit status either (the server writes the pid
                 # first): the child is starting. Not waiting here matters: Process.start()
                 # polls every earlier child (the stdlib's _cleanup), and a blocking read would

@@ -6,13 +6,15 @@ forkserver child cannot import, and lambdas/closures never pickle at all. nbproc
 cloudpickle's reductions instead: importable objects still go through the C pickler by
 reference, interactive ones travel by value.
 
-cloudpickle itself is imported only when something must travel by value (``_load_cloudpickle``):
-the pickler is the C pickler, whose ``reducer_override`` answers "by reference" on its own for
-every function and class it can find by name in an imported module (what cloudpickle would
-decide too). A spawned pool worker that runs importable functions and returns plain results
-therefore never pays cloudpickle's import (~10-30 ms: it pulls in ``inspect``, ``dataclasses``,
-``logging``, ``platform``, ``uuid``); unpickling a by-value payload imports it by itself, since
-the payload names cloudpickle's constructors.
+cloudpickle itself is imported only when a class (or a ``TypeVar``, a property...) must travel
+by value (``_load_cloudpickle``): the pickler is the C pickler, whose ``reducer_override``
+answers "by reference" on its own for every function and class it can find by name in an
+imported module (what cloudpickle would decide too), and reduces functions by value itself
+(:mod:`nbproc._by_value`, rebuilt by :mod:`nbproc._rebuild`). So neither a pool's parent nor
+its workers pay cloudpickle's import (20-40 ms: it pulls in ``inspect``, ``dataclasses``,
+``logging``, ``platform``, ``uuid``) for lambdas, closures and ``__main__`` functions;
+unpickling a class sent by value imports it by itself, since the payload names cloudpickle's
+constructors.
 
 Everything that crosses a process boundary in nbproc — Process objects at start, Connection
 ``send``/``recv``, queue items, pool tasks and results, manager messages — calls :func:`dumps`
@@ -49,11 +51,11 @@ if TYPE_CHECKING:
 
 #: The private parts of ``cloudpickle.cloudpickle`` that nbproc relies on (here and in
 #: ``_ctypes_classes``), for the supported range pinned in pyproject.toml. The test suite checks
-#: they are still there, and that a dynamic function still reduces to the 6-tuple that
-#: :meth:`CloudPickler.reducer_override` rewrites, so an upgrade that moves them fails loudly
-#: rather than silently dropping the shared ``__main__`` namespace or class identities.
+#: they are still there, so an upgrade that moves them fails loudly rather than silently
+#: dropping class identities or by-value modules.
 CLOUDPICKLE_INTERNALS = (
     "_module_reduce",  # a module the receiver cannot import (made at run time): by value
+    "_code_reduce",  # a code object marshal refuses (a constant put there by a bytecode tool)
     "_get_or_create_tracker_id",  # give __main__ classes their identity before a fork
     "_should_pickle_by_reference",  # ctypes classes: importable ones travel by name
     "_lookup_class_or_track",  # ctypes classes: one class per identity in the receiver
@@ -175,10 +177,16 @@ def _reduce_code(code: types.CodeType) -> Any:
     """A code object, as its marshal data (see :mod:`nbproc._by_value`): exact, with its real
     file name and line numbers, so a child's traceback through a script's ``__main__`` function
     shows the file and the line, as the stdlib's (which re-imports the script) does.
-    (cloudpickle 3 would write every by-value code object's file name as ``"<dynamic-code>"``.)"""
+    (cloudpickle 3 would write every by-value code object's file name as ``"<dynamic-code>"``.)
+
+    A code object holding a constant marshal cannot write (put there by a bytecode tool, never
+    by the compiler) goes through cloudpickle's reduction instead, constants pickled."""
     from . import _by_value
 
-    return _by_value.reduce_code(code)
+    try:
+        return _by_value.reduce_code(code)
+    except ValueError:  # "unmarshallable object"
+        return _load_cloudpickle()._code_reduce(code)
 
 
 def _reduce_cell(cell: types.CellType) -> Any:
@@ -235,12 +243,11 @@ _CLOUDPICKLE_TYPES: frozenset[type] = frozenset(
         abc.abstractmethod, abc.abstractclassmethod, abc.abstractstaticmethod, abc.abstractproperty,
     }
 )  # fmt: skip
-# Not listed: ``memoryview``, which nbproc reduces itself (below); and (left to the plain pickler
-# until cloudpickle is loaded) ``logging.Logger``,
-# which pickles by name either way, and dataclasses' field markers, met only inside a class
-# that travels by value, by which time cloudpickle is loaded.
-if "typing" in sys.modules:  # a TypeVar can only exist once typing is loaded (nbproc does not load it)
-    _CLOUDPICKLE_TYPES |= {sys.modules["typing"].TypeVar}
+# Not listed: ``memoryview``, which nbproc reduces itself (below); ``typing.TypeVar``, checked
+# by name (typing may be imported after nbproc, which does not import it); and (left to the
+# plain pickler until cloudpickle is loaded) ``logging.Logger``, which pickles by name either
+# way, and dataclasses' field markers, met only inside a class that travels by value, by which
+# time cloudpickle is loaded.
 
 
 def _reduce_memoryview(view: memoryview) -> tuple[Any, tuple[Any, ...]]:
@@ -299,7 +306,7 @@ def _registered_by_value(module_name: str) -> bool:
         return False  # cloudpickle was never imported: nothing can be registered
     registry = getattr(core, "_PICKLE_BY_VALUE_MODULES", None)
     if registry is None:
-        return True  # a cloudpickle without that registry: let its reducer decide
+        return False  # a cloudpickle without that registry (outside the pinned range): none
     return bool(registry) and any(module_name == name or module_name.startswith(name + ".") for name in registry)
 
 
@@ -336,6 +343,8 @@ class CloudPickler(pickle.Pickler):
             _load_cloudpickle()  # its reducer is now in the dispatch table, consulted next
             return NotImplemented
         if kind is not types.FunctionType and not issubclass(kind, type):
+            if kind.__name__ == "TypeVar" and kind.__module__ == "typing":
+                _load_cloudpickle()  # by value, as cloudpickle sends them (a TypeVar is rarely importable)
             return NotImplemented
         if kind.__module__ == "_ctypes":
             from . import _ctypes_classes

@@ -181,3 +181,54 @@ def test_the_same_function_gives_the_same_payload():
         return x + offset + SCALE
 
     assert serialization.dumps(shifted) == serialization.dumps(shifted)
+
+
+def test_a_function_using_a_typevar_pickles_when_typing_comes_after_nbproc():
+    """A TypeVar travels by value through cloudpickle (it is rarely importable by name); nbproc
+    recognises one whenever typing was imported, not only before nbproc."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import nbproc
+        from nbproc import serialization
+        assert "typing" not in sys.modules
+        from typing import TypeVar
+
+        def make():
+            T = TypeVar("T")
+
+            def ident(x: T) -> T:
+                return x
+
+            return ident
+
+        rebuilt = serialization.loads(serialization.dumps(make()))
+        print(rebuilt(3), rebuilt.__annotations__["x"].__name__)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "T"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="type parameter syntax (PEP 695) is Python 3.12+")
+def test_a_generic_function_keeps_its_type_parameters():
+    namespace: dict = {"__name__": "made_up_module"}
+    exec("def first[T](items: list[T]) -> T:\n    return items[0]\n", namespace)
+    rebuilt = _roundtrip(namespace["first"])
+    assert rebuilt([4, 5]) == 4
+    assert [p.__name__ for p in rebuilt.__type_params__] == ["T"]
+
+
+def test_a_code_object_with_a_constant_marshal_refuses_still_travels():
+    """Bytecode tools may put any object among a code object's constants; marshal writes only
+    the compiler's kinds, so such code goes through cloudpickle's reduction (constants pickled)."""
+    import decimal
+
+    def price():
+        return 1.5
+
+    consts = tuple(decimal.Decimal("1.5") if c == 1.5 else c for c in price.__code__.co_consts)
+    price.__code__ = price.__code__.replace(co_consts=consts)
+    assert _roundtrip(price)() == decimal.Decimal("1.5")

@@ -121,6 +121,7 @@ def test_poll_before_the_pid_report_answers_at_once():
     reports). A non-blocking poll() made before the pid arrived answers None at once: a pool's
     Process.start() polls every earlier child (the stdlib's _cleanup), and waiting there made each
     worker's launch wait for the server to fork the previous one."""
+    import threading
     import time
     from multiprocessing import forkserver
 
@@ -129,7 +130,7 @@ def test_poll_before_the_pid_report_answers_at_once():
     report_r, report_w = os.pipe()
     try:
         popen = ForkServerPopen.__new__(ForkServerPopen)  # only the report pipe matters here
-        popen.returncode, popen.sentinel = None, report_r
+        popen.returncode, popen.sentinel, popen._pid_lock = None, report_r, threading.Lock()
         started = time.monotonic()
         assert popen.poll() is None
         assert time.monotonic() - started < 0.5

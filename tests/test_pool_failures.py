@@ -267,6 +267,35 @@ def test_workers_that_cannot_start_fail_the_job_instead_of_hanging(start_method,
     assert "this main module fails in a child" in out.stderr
 
 
+SLOW_TO_START = """
+import sys, time
+import nbproc
+
+if __name__ == "__mp_main__":  # a spawned worker takes 30 s to import the main module
+    time.sleep(30)
+
+if __name__ == "__main__":
+    pool = nbproc.get_context("spawn").Pool(1)
+    pool.apply_async(len, (bytes(300_000),))  # a task larger than a pipe holds
+    time.sleep(0.5)
+    started = time.monotonic()
+    pool.terminate()
+    print(f"terminated in {time.monotonic() - started:.1f} s")
+"""
+
+
+def test_a_large_first_task_waits_for_a_starting_worker_instead_of_blocking_the_pool(tmp_path):
+    """Only a task that fits in the pipe is written to a worker still starting: a larger write
+    would block the pool thread until the worker reads, and terminate() (which joins that
+    thread) with it."""
+    script = tmp_path / "main.py"
+    script.write_text(SLOW_TO_START)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seconds = float(out.stdout.split()[2])
+    assert seconds < 10, out.stdout
+
+
 def test_pool_that_fails_to_start_leaves_no_worker(ctx):
     # A start that raises (here the third) must not leave the two started workers running.
     starts = {"n": 0}  # what the class closes over travels to spawned workers: no processes in it
