@@ -7,10 +7,16 @@ numpy: there spawn and forkserver children spend their time re-importing numpy, 
 library alike, which hides the libraries' own cost.)
 
 Each measurement is a fresh interpreter running a generated main module (:data:`MAIN`): one
-warm-up pool (imports done, the fork server started), then :data:`CYCLES` timed pools; its
-figure is their median. Runs alternate between libraries and start methods (A B A B ...) so
-that load from elsewhere on a shared machine hits all of them alike, and the table shows the
-median over :data:`ROUNDS` runs. The forkserver rows are the *second and later* pools of a
+warm-up pool (imports done, the fork server and the resource tracker started), a pause of
+:data:`SETTLE` seconds, then :data:`CYCLES` timed pools; its figure is their median. The pause
+lets what the warm-up started in the background finish: the resource tracker is a fresh
+interpreter (~25 ms of CPU) that no pool waits for, so without it the first timed pools of a
+library that starts one (nbproc under every start method, the stdlib under spawn and
+forkserver) share the CPU with its start-up. ``--settle 0`` measures them that way.
+
+Runs alternate between libraries and start methods (A B A B ...) so that load from elsewhere on
+a shared machine hits all of them alike, and the table shows the median over :data:`ROUNDS`
+runs. The forkserver rows are the *second and later* pools of a
 program (its server is warm); the line ``forkserver vs stdlib fork`` compares them with the
 stdlib's fork pool, the cheapest start there is.
 
@@ -37,6 +43,9 @@ from _common import compile_nbproc, optional_module, print_table  # noqa: E402
 #: Timed pools per run: enough for a stable median inside one interpreter, few enough that a
 #: run stays under a second for the slowest (spawn) case.
 CYCLES = 7
+#: Seconds between the warm-up pool and the timed ones (``--settle``): a booting resource
+#: tracker takes ~25 ms of CPU; 0.3 s covers it on a loaded 2-core machine.
+SETTLE = 0.3
 #: Alternating runs per (library, method); the brief asks for at least 3 (A B A B).
 ROUNDS = 5
 
@@ -44,6 +53,7 @@ MAIN = """
 import importlib, json, sys, time
 
 lib_name, method, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+SETTLE = float(sys.argv[4])
 
 
 def f(x):
@@ -65,6 +75,7 @@ def one_pool(lib, method):
 if __name__ == "__main__":
     lib = importlib.import_module(lib_name)
     one_pool(lib, method)  # warm-up: imports, the fork server, the resource tracker
+    time.sleep(SETTLE)  # ... which boots in the background: let it finish (see the docstring)
     times = []
     for _ in range(cycles):
         t0 = time.perf_counter()
@@ -74,10 +85,10 @@ if __name__ == "__main__":
 """
 
 
-def run_once(script: str, lib: str, method: str) -> float:
+def run_once(script: str, lib: str, method: str, settle: float) -> float:
     """Median pool time of one fresh interpreter (seconds)."""
     out = subprocess.run(
-        [sys.executable, script, lib, method, str(CYCLES)],
+        [sys.executable, script, lib, method, str(CYCLES), str(settle)],
         capture_output=True,
         text=True,
         check=True,
@@ -90,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--methods", default="fork,spawn,forkserver")
+    parser.add_argument("--settle", type=float, default=SETTLE, help="seconds after the warm-up pool")
     args = parser.parse_args()
     methods = args.methods.split(",")
     compile_nbproc()
@@ -109,13 +121,14 @@ def main() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [env_path, os.environ.get("PYTHONPATH")]))
         for _ in range(args.rounds):  # A B A B: every case once per round
             for label, module, method in cases:
-                runs[(label, method)].append(run_once(script, module, method))
+                runs[(label, method)].append(run_once(script, module, method, args.settle))
     medians = {key: statistics.median(values) for key, values in runs.items()}
     rows = []
     for method in methods:
         results = {label: medians.get((label, method)) for label in libs}
         rows.append(("Pool(2) + 1 task + close/join", method, results))
-    print_table(f"Pool start-up, light main module (median of {args.rounds} alternating runs of {CYCLES} pools)", rows)
+    title = f"Pool start-up, light main module (median of {args.rounds} alternating runs of {CYCLES} pools"
+    print_table(f"{title}, {args.settle} s after the warm-up pool)", rows)
     print("\nTargets:")
     for method in methods:
         nb, std = medians[("nbproc", method)], medians[("stdlib", method)]
