@@ -38,7 +38,7 @@ from . import _rebuild
 
 TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
 __all__ = ["reduce_function", "reduce_code", "global_names", "submodules_used"]
@@ -63,7 +63,7 @@ def reduce_function(func: types.FunctionType, namespace: Any, setstate: Callable
     closure = func.__closure__
     used = func.__globals__
     referenced = {name: used[name] for name in global_names(code) if name in used}
-    contents = [cell.cell_contents for cell in closure or () if _filled(cell)]
+    contents = list(_cell_values(closure or ()))
     slots = {
         "__name__": func.__name__,
         "__qualname__": func.__qualname__,
@@ -84,12 +84,13 @@ def reduce_function(func: types.FunctionType, namespace: Any, setstate: Callable
     return _rebuild.function, (code, namespace, None, None, new_cells), state, None, None, setstate
 
 
-def _filled(cell: types.CellType) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018 - raises ValueError for a variable not assigned yet
-    except ValueError:
-        return False
-    return True
+def _cell_values(cells: tuple[types.CellType, ...]) -> Iterator[Any]:
+    """The values in the closure's cells, skipping empty ones (variables not assigned yet)."""
+    for cell in cells:
+        try:
+            yield cell.cell_contents
+        except ValueError:
+            pass
 
 
 # -- which globals a code object uses ----------------------------------------------------------

@@ -504,6 +504,11 @@ def _stop_unwatched(process: Any) -> None:
 _WAKE, _RESULT, _DEATH = 0, 1, 2
 
 
+def _bytes_to_send(slot: WorkerSlot, task: Task) -> int:
+    """What sending ``task`` to ``slot`` writes: the task, and its function if the worker lacks it."""
+    return task.nbytes + (0 if task.func.id in slot.known else len(task.func.frame))
+
+
 class ProcessCore:
     """Workers and the pool thread behind :class:`nbproc.pool.Pool`; fulfils :class:`nbproc._pool_engine.PoolEngine`.
 
@@ -532,10 +537,6 @@ class ProcessCore:
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._maxtasks = maxtasksperchild
-        # A worker still starting may already be sent its first task (it waits in the pipe),
-        # which saves the round trip of its READY message — unless an initializer runs first
-        # (its failure must fail tasks with InitializerError, not a lost worker).
-        self._early_start = initializer is None
         self._lock = threading.Lock()  # guards _pending, _cancelled, state changes, _recent
         self._pending: deque[Task] = deque()
         self._cancelled: set[int] = set()
@@ -1143,7 +1144,7 @@ class ProcessCore:
             if slot.fd < 0 or slot.unwritable or (maxtasks is not None and slot.sent >= maxtasks):
                 continue
             held = len(slot.inflight)
-            if not slot.ready and (held or not self._early_start or not self._fits_early(slot, task)):
+            if not slot.ready and (held or not self._may_start_with(slot, task)):
                 continue
             if held == 0:
                 return slot
@@ -1153,19 +1154,17 @@ class ProcessCore:
                 and slot.avg_time < FAST_TASK
                 and now - slot.head_started < FAST_TASK
             ):
-                cost = task.nbytes + (0 if task.func.id in slot.known else len(task.func.frame))
-                if slot.queued_bytes + cost <= PREFETCH_BYTES:
+                if slot.queued_bytes + _bytes_to_send(slot, task) <= PREFETCH_BYTES:
                     best, best_held = slot, held
         return best
 
-    def _fits_early(self, slot: WorkerSlot, task: Task) -> bool:
-        """Whether ``task`` may go to a worker still starting: untimed, and small enough that
-        the write cannot block (the worker reads its pipe only once it has started, and the
-        pool thread must not wait for that)."""
-        if task.timeout is not None:
-            return False
-        cost = task.nbytes + (0 if task.func.id in slot.known else len(task.func.frame))
-        return cost <= PREFETCH_BYTES
+    def _may_start_with(self, slot: WorkerSlot, task: Task) -> bool:
+        """Whether ``task`` may go to a worker still starting (its READY not received yet): no
+        initializer runs first (its failure must fail tasks with InitializerError, not as a lost
+        worker), the task is untimed (its clock would include the start-up), and it is small
+        enough that the write cannot block (the worker reads its pipe only once it has started,
+        and the pool thread must not wait for that)."""
+        return self._initializer is None and task.timeout is None and _bytes_to_send(slot, task) <= PREFETCH_BYTES
 
     def _dispatch(self) -> None:
         """Hand queued tasks to workers with room (pool thread); one write per worker per round."""

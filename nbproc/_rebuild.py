@@ -26,13 +26,7 @@ TYPE_CHECKING = False  # typing is not imported with nbproc (import time)
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["code", "code_from_marshal", "function", "empty_cell", "cell", "set_function_state", "module"]
-
-
-def code(*args: Any) -> types.CodeType:
-    """A code object from its constructor's arguments: how earlier nbproc versions sent code
-    (kept so that such a saved payload still loads)."""
-    return types.CodeType(*args)
+__all__ = ["code_from_marshal", "function", "empty_cell", "cell", "set_function_state", "module"]
 
 
 def code_from_marshal(data: bytes) -> types.CodeType:

@@ -331,8 +331,6 @@ class CloudPickler(pickle.Pickler):
         finally:
             # one globals dict per module namespace *within* a message only (as cloudpickle)
             self._namespaces.clear()
-            if self._cloud is not None:
-                self._cloud.globals_ref.clear()
 
     def reducer_override(self, obj: Any) -> Any:
         # Called by the C pickler for every object that is not a builtin container or scalar:
@@ -543,9 +541,6 @@ class _ReusablePickler:
             self.buf.seek(0)
             self.buf.truncate()
             self.pickler.clear_memo()
-            namespaces = getattr(self.pickler, "_namespaces", None)
-            if namespaces is not None:  # the per-dump table of by-value functions' namespaces
-                namespaces.clear()
 
 
 def dump(obj: Any, file: Any, *, what: str | None = None) -> None:

@@ -28,6 +28,11 @@ COUNTER = 0
 SCALE = 3
 
 
+def _child_env() -> dict[str, str]:
+    """For a fresh interpreter: this checkout and the test's own path importable."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), *sys.path])}
+
+
 def _roundtrip(obj):
     return serialization.loads(serialization.dumps(obj))
 
@@ -167,8 +172,7 @@ def test_the_receiver_imports_a_submodule_the_function_reaches_by_attribute(tmp_
         print(func(), "cloudpickle" in sys.modules)
         """
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), *sys.path])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(), timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Future", "False"]
 
@@ -206,8 +210,7 @@ def test_a_function_using_a_typevar_pickles_when_typing_comes_after_nbproc():
         print(rebuilt(3), rebuilt.__annotations__["x"].__name__)
         """
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), *sys.path])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(), timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "T"]
 

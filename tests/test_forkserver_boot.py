@@ -50,12 +50,16 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _env() -> dict[str, str]:
+    """The test's environment, with this checkout importable first."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
+
+
 def _run(tmp_path, method: str) -> tuple[str, list[list[str]], str]:
     path = tmp_path / "program.py"
     path.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(
-        [sys.executable, str(path), method], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(path), method], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -107,9 +111,8 @@ def test_a_top_level_that_fails_in_children_fails_them_as_in_the_stdlib(tmp_path
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(
-        [sys.executable, str(path), method], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(path), method], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
     )
     assert out.stdout.splitlines() == ["exit code 1"]
     assert "RuntimeError: no children please" in out.stderr
@@ -167,13 +170,12 @@ def test_the_fork_server_preloads_cloudpickle_only_where_children_will_need_it(t
     Pool(2) cycle for cloudpickle). It is preloaded where classes will travel by value: a main
     module without a file (a notebook; here, a program read from stdin), or a program that has
     loaded cloudpickle. ctypes and nbproc's launching module are never needed by a child."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
     if how == "stdin":
         command, source = [sys.executable, "-", how], PRELOAD_SCRIPT
     else:
         path = tmp_path / "program.py"
         path.write_text(PRELOAD_SCRIPT)
         command, source = [sys.executable, str(path), how], None
-    out = subprocess.run(command, input=source, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(command, input=source, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
